@@ -1,0 +1,1 @@
+"""The flow generator: initial image + instruction + query points → future object flow (a diffusion model)."""

@@ -1,0 +1,6 @@
+"""Point trackers behind one interface, picked by name from ``TRACKERS`` (``lk`` needs no weights)."""
+
+from preprocessing.trackers.base import TRACKERS, OnlineTracker, Tracker
+from preprocessing.trackers.lucas_kanade import LKConfig, LucasKanadeTracker
+
+__all__ = ["TRACKERS", "LKConfig", "LucasKanadeTracker", "OnlineTracker", "Tracker"]

@@ -1,0 +1,264 @@
+"""Video I/O: probe, read (range, stride, resize) and write, for any container FFmpeg knows.
+
+Reading uses ``decord`` (fast random access by frame index) and falls back to PyAV (sequential
+decode), so a file decord rejects still opens. Frames come back as RGB ``uint8 (T, H, W, 3)`` and are
+resized with OpenCV after decoding, so both back-ends give the same pixels up to codec rounding.
+Frames are read and resized in small batches: a long full-HD video never sits in memory at full size.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from fractions import Fraction
+from pathlib import Path
+from typing import Literal
+
+import av
+import cv2
+import numpy as np
+
+Backend = Literal["auto", "decord", "pyav"]
+_BATCH = 16
+
+
+class VideoError(RuntimeError):
+    """A video that cannot be opened or decoded; the message names the file and the reason."""
+
+    def __init__(self, path: str | Path, reason: str) -> None:
+        self.path = str(path)
+        self.reason = reason
+        super().__init__(f"cannot read video {self.path}: {reason}")
+
+
+@dataclass(frozen=True)
+class VideoInfo:
+    """What a video holds, read from its headers without decoding every frame."""
+
+    path: str
+    num_frames: int
+    fps: float
+    width: int
+    height: int
+    codec: str
+
+    @property
+    def size(self) -> tuple[int, int]:
+        return (self.width, self.height)
+
+    @property
+    def duration(self) -> float:
+        return self.num_frames / self.fps if self.fps > 0 else 0.0
+
+
+def probe_video(path: str | Path) -> VideoInfo:
+    """Frames, fps, size and codec from the container; counts by demuxing (no decode) if absent."""
+    path = _existing(path)
+    try:
+        with av.open(str(path)) as container:
+            if not container.streams.video:
+                raise VideoError(path, "the file has no video stream")
+            stream = container.streams.video[0]
+            fps = float(stream.average_rate or stream.guessed_rate or 0.0)
+            width, height = stream.codec_context.width, stream.codec_context.height
+            codec = stream.codec_context.name
+            num_frames = int(stream.frames or 0)
+            if num_frames <= 0:
+                num_frames = sum(1 for packet in container.demux(stream) if packet.size > 0)
+    except VideoError:
+        raise
+    except (av.error.FFmpegError, OSError, ValueError) as err:
+        raise VideoError(path, f"not a readable video container ({err})") from err
+    if num_frames <= 0:
+        raise VideoError(path, "the video has no frames")
+    if width <= 0 or height <= 0:
+        raise VideoError(path, f"invalid frame size {width}x{height}")
+    return VideoInfo(str(path), num_frames, fps, width, height, codec)
+
+
+def frame_indices(num_frames: int, start: int = 0, end: int | None = None, stride: int = 1) -> np.ndarray:
+    """The source frame indices a (start, end, stride) read returns; ``end`` is exclusive."""
+    if stride < 1:
+        raise ValueError(f"stride must be >= 1, got {stride}")
+    end = num_frames if end is None else min(end, num_frames)
+    if start < 0 or start >= end:
+        raise ValueError(f"frame range [{start}, {end}) is empty for a video of {num_frames} frames")
+    return np.arange(start, end, stride)
+
+
+def read_video(
+    path: str | Path,
+    start: int = 0,
+    end: int | None = None,
+    stride: int = 1,
+    size: tuple[int, int] | None = None,
+    backend: Backend = "auto",
+) -> tuple[np.ndarray, np.ndarray, VideoInfo]:
+    """Read frames ``start:end:stride`` as RGB uint8, resized to ``size`` = (width, height) if given.
+
+    Returns ``(frames (T, H, W, 3), source frame indices (T,), info)``. A file that decodes to fewer
+    frames than its header promises (truncated download) returns the frames that exist, provided
+    there is at least one; a file with none raises :class:`VideoError`.
+    """
+    info = probe_video(path)
+    indices = frame_indices(info.num_frames, start, end, stride)
+    frames = list(iter_video(path, indices, size=size, backend=backend, info=info))
+    if not frames:
+        raise VideoError(path, "no frame could be decoded (corrupt or truncated file)")
+    return np.stack(frames), indices[: len(frames)], info
+
+
+def iter_video(
+    path: str | Path,
+    indices: Sequence[int] | np.ndarray,
+    size: tuple[int, int] | None = None,
+    backend: Backend = "auto",
+    info: VideoInfo | None = None,
+) -> Iterator[np.ndarray]:
+    """Yield the frames at increasing ``indices``, one at a time, resized to ``size`` if given."""
+    info = info or probe_video(path)
+    indices = np.asarray(indices, dtype=int)
+    if len(indices) and (np.any(np.diff(indices) <= 0) or indices[0] < 0):
+        raise ValueError("frame indices must be non-negative and strictly increasing")
+    if backend not in ("auto", "decord", "pyav"):
+        raise ValueError(f"unknown video backend {backend!r}; use auto, decord or pyav")
+    if backend in ("auto", "decord"):
+        reader = _open_decord(path, required=backend == "decord")
+        if reader is not None:
+            done = 0
+            try:
+                for frame in _iter_decord(reader, path, indices):
+                    yield _resize(frame, size)
+                    done += 1
+                return
+            except VideoError:
+                if backend == "decord":
+                    raise
+            indices = indices[done:]  # decord gave up part-way: PyAV decodes the rest if it can
+    yield from (_resize(f, size) for f in _iter_pyav(path, indices))
+
+
+def _open_decord(path: str | Path, required: bool):  # -> decord.VideoReader | None
+    try:
+        import decord
+    except ImportError as err:
+        if required:
+            raise VideoError(path, "the decord back-end is not installed (pip install decord)") from err
+        return None
+    try:
+        return decord.VideoReader(str(path), num_threads=1)
+    except Exception as err:  # decord raises its own DECORDError and RuntimeError
+        if required:
+            raise VideoError(path, f"decord cannot open it ({_first_line(err)})") from err
+        return None
+
+
+def _iter_decord(reader, path: str | Path, indices: np.ndarray) -> Iterator[np.ndarray]:
+    indices = indices[indices < len(reader)]
+    for lo in range(0, len(indices), _BATCH):
+        batch = indices[lo : lo + _BATCH].tolist()
+        try:
+            frames = reader.get_batch(batch).asnumpy()
+        except Exception as err:
+            raise VideoError(path, f"decoding frames {batch[0]}..{batch[-1]} failed ({_first_line(err)})") from err
+        yield from frames
+
+
+def _iter_pyav(path: str | Path, indices: np.ndarray) -> Iterator[np.ndarray]:
+    """Decode sequentially, yielding the wanted frames; a stream that ends early just stops."""
+    wanted = iter(indices.tolist())
+    target = next(wanted, None)
+    if target is None:
+        return
+    try:
+        with av.open(str(path)) as container:
+            stream = container.streams.video[0]
+            stream.thread_type = "AUTO"
+            for i, frame in enumerate(container.decode(stream)):
+                if i == target:
+                    yield frame.to_ndarray(format="rgb24")
+                    target = next(wanted, None)
+                    if target is None:
+                        return
+    except (av.error.FFmpegError, OSError) as err:
+        raise VideoError(path, f"decoding stopped at frame {target} ({_first_line(err)})") from err
+
+
+def _resize(frame: np.ndarray, size: tuple[int, int] | None) -> np.ndarray:
+    if size is None or (frame.shape[1], frame.shape[0]) == tuple(size):
+        return np.ascontiguousarray(frame)
+    shrinking = size[0] < frame.shape[1] and size[1] < frame.shape[0]
+    return cv2.resize(frame, tuple(size), interpolation=cv2.INTER_AREA if shrinking else cv2.INTER_LINEAR)
+
+
+def write_video(path: str | Path, frames: np.ndarray | Sequence[np.ndarray], fps: float, crf: int = 23) -> Path:
+    """Write RGB uint8 frames as H.264 mp4 (``.mp4``) or an animated GIF (``.gif``).
+
+    Odd frame sizes are padded by one pixel (H.264 with yuv420p needs even sizes). The file is
+    written under a temporary name and renamed, so a crash never leaves a broken video behind.
+    """
+    path = Path(path)
+    frames_list = [np.asarray(f) for f in frames]
+    if not frames_list:
+        raise ValueError(f"no frames to write to {path}")
+    first = frames_list[0]
+    if first.ndim != 3 or first.shape[2] != 3 or first.dtype != np.uint8:
+        raise ValueError(f"frames must be RGB uint8 (H, W, 3), got {first.shape} {first.dtype}")
+    if fps <= 0:
+        raise ValueError(f"fps must be positive, got {fps}")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".tmp-{path.name}")
+    suffix = path.suffix.lower()
+    if suffix == ".gif":
+        _write_gif(tmp, frames_list, fps)
+    elif suffix in (".mp4", ".mov", ".mkv"):
+        _write_h264(tmp, frames_list, fps, crf)
+    else:
+        raise ValueError(f"cannot write {path}: use a .mp4 or .gif name")
+    tmp.replace(path)
+    return path
+
+
+def _write_h264(path: Path, frames: list[np.ndarray], fps: float, crf: int) -> None:
+    h, w = frames[0].shape[:2]
+    pad_h, pad_w = h % 2, w % 2
+    rate = Fraction(fps).limit_denominator(1001)
+    with av.open(str(path), mode="w", format="mp4") as container:
+        stream = container.add_stream("libx264", rate=rate)
+        stream.width, stream.height = w + pad_w, h + pad_h
+        stream.pix_fmt = "yuv420p"
+        stream.options = {"crf": str(crf), "preset": "veryfast"}
+        for frame in frames:
+            if frame.shape[:2] != (h, w):
+                raise ValueError(f"all frames must be {w}x{h}, got {frame.shape[1]}x{frame.shape[0]}")
+            if pad_h or pad_w:
+                frame = np.pad(frame, ((0, pad_h), (0, pad_w), (0, 0)), mode="edge")
+            for packet in stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")):
+                container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+
+
+def _write_gif(path: Path, frames: list[np.ndarray], fps: float) -> None:
+    from PIL import Image
+
+    images = [Image.fromarray(f) for f in frames]
+    duration_ms = max(20, int(math.floor(1000.0 / fps)))
+    images[0].save(path, format="GIF", save_all=True, append_images=images[1:], duration=duration_ms, loop=0)
+
+
+def _existing(path: str | Path) -> Path:
+    path = Path(path)
+    if not path.exists():
+        raise VideoError(path, "no such file")
+    if not path.is_file():
+        raise VideoError(path, "not a file")
+    if path.stat().st_size == 0:
+        raise VideoError(path, "the file is empty (0 bytes)")
+    return path
+
+
+def _first_line(err: BaseException) -> str:
+    text = str(err).strip().splitlines()
+    return text[0][:200] if text else type(err).__name__
