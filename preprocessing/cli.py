@@ -31,13 +31,17 @@ def ingest(
     overrides: Annotated[
         list[str] | None, typer.Argument(help="Config overrides as key=value, e.g. grid_size=16 stride=2.")
     ] = None,
-    box: Annotated[str, typer.Option(help="Object box x0,y0,x1,y1 in pixels of the video's first frame.")] = "",
+    box: Annotated[
+        str, typer.Option(help="Object box x0,y0,x1,y1 in pixels of the video's first frame.")
+    ] = "",
     task: Annotated[str, typer.Option(help="Instruction text stored with the episode.")] = "",
-    out: Annotated[Path, typer.Option(help="Output folder: dataset.zarr, overlays/, ingest_config.yaml.")] = Path(
-        "outputs/ingest"
-    ),
+    out: Annotated[
+        Path, typer.Option(help="Output folder: dataset.zarr, overlays/, ingest_config.yaml.")
+    ] = Path("outputs/ingest"),
     object_prompt: Annotated[str, typer.Option(help="Name of the manipulated object, e.g. 'red cup'.")] = "",
-    config: Annotated[Path | None, typer.Option(help="YAML config (configs/preprocessing/ingest.yaml).")] = None,
+    config: Annotated[
+        Path | None, typer.Option(help="YAML config (configs/preprocessing/ingest.yaml).")
+    ] = None,
     name: Annotated[str | None, typer.Option(help="Episode name (default: from the file name).")] = None,
 ) -> None:
     """Track a grid of points on the object in VIDEO and store them as one flow-dataset episode."""

@@ -138,7 +138,7 @@ def _convert(tp: Any, value: Any, where: str) -> Any:
         if origin is tuple and args and args[-1] is not Ellipsis:
             if len(args) != len(value):
                 raise ConfigError(f"{where}: expected {len(args)} values, got {len(value)}")
-            return tuple(_convert(a, v, where) for a, v in zip(args, value))
+            return tuple(_convert(a, v, where) for a, v in zip(args, value, strict=True))
         item = args[0] if args else Any
         items = [_convert(item, v, where) for v in value]
         return tuple(items) if origin is tuple or tp is tuple else items

@@ -195,7 +195,9 @@ def _write_frames(group: zarr.Group, where: Path, frames: np.ndarray | Iterable[
         raise DatasetError(where, "episode has no frames")
     first = np.asarray(first)
     if first.ndim != 3 or first.shape[2] != 3 or first.dtype != np.uint8:
-        raise DatasetError(where, f"frames must be uint8 (T, H, W, 3); a frame is {first.shape} {first.dtype}")
+        raise DatasetError(
+            where, f"frames must be uint8 (T, H, W, 3); a frame is {first.shape} {first.dtype}"
+        )
     h, w = first.shape[:2]
     arr = group.create_array(
         "frames", shape=(t, h, w, 3), dtype=np.uint8, chunks=(1, h, w, 3), compressors=_blosc()
@@ -233,10 +235,14 @@ def _check_episode(ep: Episode, where: Path) -> None:
     except TrackShapeError as err:
         raise DatasetError(where, str(err)) from err
     if len(ep.frame_indices) != ep.num_frames:
-        raise DatasetError(where, f"frame_indices has {len(ep.frame_indices)} entries for {ep.num_frames} frames")
+        raise DatasetError(
+            where, f"frame_indices has {len(ep.frame_indices)} entries for {ep.num_frames} frames"
+        )
     if isinstance(ep.frames, np.ndarray) and ep.frames.shape[:1] != (ep.num_frames,):
         raise DatasetError(where, f"frames {ep.frames.shape} do not match {ep.num_frames} track steps")
-    _check_extra_shapes({k: np.asarray(v).shape for k, v in ep.arrays.items()}, ep.num_frames, ep.num_points, where)
+    _check_extra_shapes(
+        {k: np.asarray(v).shape for k, v in ep.arrays.items()}, ep.num_frames, ep.num_points, where
+    )
 
 
 def _check_extra_shapes(shapes: dict[str, tuple[int, ...]], t: int, n: int, where: Path | str) -> None:
@@ -264,8 +270,9 @@ def _check_root(root: Path, expected_kind: str | None = None) -> dict[str, Any]:
         raise DatasetError(root, "has no schema_version attribute: not written by im2flow2act")
     if version != SCHEMA_VERSION:
         raise DatasetVersionError(
-            root, f"schema version {version} but this im2flow2act reads version {SCHEMA_VERSION}; "
-            "re-create the dataset with this version"
+            root,
+            f"schema version {version} but this im2flow2act reads version {SCHEMA_VERSION}; "
+            "re-create the dataset with this version",
         )
     kind = attrs.get("kind")
     if kind not in KINDS:
@@ -277,7 +284,8 @@ def _check_root(root: Path, expected_kind: str | None = None) -> dict[str, Any]:
 
 def _episode_names(root: Path) -> list[str]:
     return sorted(
-        p.name for p in root.iterdir()
+        p.name
+        for p in root.iterdir()
         if p.is_dir() and not p.name.startswith(_TMP_PREFIX) and (p / "zarr.json").is_file()
     )
 
@@ -329,13 +337,21 @@ class EpisodeView:
             (frames.dtype == np.uint8, f"frames must be uint8, got {frames.dtype}"),
             (tracks.ndim == 3 and tracks.shape[-1] == 2, f"tracks must be (T, N, 2), got {tracks.shape}"),
             (tracks.dtype == np.float32, f"tracks must be float32, got {tracks.dtype}"),
-            (frames.shape[:1] == tracks.shape[:1], f"frames {frames.shape} and tracks {tracks.shape} disagree on T"),
+            (
+                frames.shape[:1] == tracks.shape[:1],
+                f"frames {frames.shape} and tracks {tracks.shape} disagree on T",
+            ),
             (vis.shape == tracks.shape[:2], f"visibility {vis.shape} must be (T, N) = {tracks.shape[:2]}"),
             (vis.dtype == np.bool_, f"visibility must be bool, got {vis.dtype}"),
-            (queries.shape == (tracks.shape[1], 3), f"queries {queries.shape} must be (N, 3) for N={tracks.shape[1]}"),
+            (
+                queries.shape == (tracks.shape[1], 3),
+                f"queries {queries.shape} must be (N, 3) for N={tracks.shape[1]}",
+            ),
             (queries.dtype == np.float32, f"queries must be float32, got {queries.dtype}"),
-            (len(self.attrs["frame_indices"]) == tracks.shape[0],
-             f"frame_indices has {len(self.attrs['frame_indices'])} entries for {tracks.shape[0]} frames"),
+            (
+                len(self.attrs["frame_indices"]) == tracks.shape[0],
+                f"frame_indices has {len(self.attrs['frame_indices'])} entries for {tracks.shape[0]} frames",
+            ),
         ]
         for ok, message in checks:
             if not ok:
@@ -391,7 +407,9 @@ class EpisodeView:
     def load(self) -> Episode:
         """The whole episode in memory."""
         required = {k: self.attrs[k] for k in REQUIRED_ATTRS}
-        extra_attrs = {k: v for k, v in self.attrs.items() if k not in (*REQUIRED_ATTRS, "num_frames", "num_points")}
+        extra_attrs = {
+            k: v for k, v in self.attrs.items() if k not in (*REQUIRED_ATTRS, "num_frames", "num_points")
+        }
         return Episode(
             frames=np.asarray(self.frames[...]),
             tracks=self.tracks,
@@ -403,7 +421,9 @@ class EpisodeView:
         )
 
     def summary(self) -> EpisodeSummary:
-        return EpisodeSummary(self.name, self.task, self.num_frames, self.num_points, str(self.attrs["source"]))
+        return EpisodeSummary(
+            self.name, self.task, self.num_frames, self.num_points, str(self.attrs["source"])
+        )
 
 
 class FlowDataset:
@@ -435,8 +455,11 @@ class FlowDataset:
             attrs = dict(zarr.open_group(str(self.root / name), mode="r").attrs)
             rows.append(
                 EpisodeSummary(
-                    name, str(attrs.get("task", "")), int(attrs.get("num_frames", -1)),
-                    int(attrs.get("num_points", -1)), str(attrs.get("source", "")),
+                    name,
+                    str(attrs.get("task", "")),
+                    int(attrs.get("num_frames", -1)),
+                    int(attrs.get("num_points", -1)),
+                    str(attrs.get("source", "")),
                 )
             )
         return rows

@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
-from preprocessing.config import save_config
+from preprocessing.config import save_config, to_dict
 from preprocessing.dataset import Episode, FlowDatasetWriter
 from preprocessing.trackers import TRACKERS
 from preprocessing.tracks import box_to_normalized, grid_in_box
@@ -94,22 +94,39 @@ def ingest_video(
     if cfg.max_frames is not None:
         indices = indices[: cfg.max_frames]
     frames = np.stack(
-        list(tqdm(iter_video(video, indices, size=cfg.frame_size, backend=cfg.video_backend, info=info),
-                  total=len(indices), desc=f"read {Path(str(video)).name}", unit="frame", leave=False))
+        list(
+            tqdm(
+                iter_video(video, indices, size=cfg.frame_size, backend=cfg.video_backend, info=info),
+                total=len(indices),
+                desc=f"read {Path(str(video)).name}",
+                unit="frame",
+                leave=False,
+            )
+        )
     )
     indices = indices[: len(frames)]
     queries = grid_in_box(box_norm, cfg.grid_size)
     tracks, visibility = tracker.track(frames, queries)
     fps = info.fps / cfg.stride
     episode = Episode(
-        frames=frames, tracks=tracks, visibility=visibility, queries=queries, task=task, fps=fps,
-        source=str(Path(str(video)).resolve()), frame_indices=indices, object_prompt=object_prompt,
-        bbox=box_norm.tolist(), attrs={"tracker": cfg.tracker, "video_size": list(info.size)},
+        frames=frames,
+        tracks=tracks,
+        visibility=visibility,
+        queries=queries,
+        task=task,
+        fps=fps,
+        source=str(Path(str(video)).resolve()),
+        frame_indices=indices,
+        object_prompt=object_prompt,
+        bbox=box_norm.tolist(),
+        attrs={"tracker": cfg.tracker, "video_size": list(info.size), "ingest_config": to_dict(cfg)},
     )
     written = writer.write(name, episode)
     overlay = None
     if cfg.overlay and written:
-        overlay = _write_episode_overlay(video, indices, info.size, tracks, visibility, fps, cfg, out_dir, name)
+        overlay = _write_episode_overlay(
+            video, indices, info.size, tracks, visibility, fps, cfg, out_dir, name
+        )
     return IngestResult(
         name, written, len(frames), len(queries), overlay, seconds=time.perf_counter() - started
     )
@@ -120,4 +137,6 @@ def _write_episode_overlay(video, indices, video_size, tracks, visibility, fps, 
     height = cfg.overlay_height
     width = int(round(height * video_size[0] / video_size[1] / 2)) * 2
     frames = np.stack(list(iter_video(video, indices, size=(width, height), backend=cfg.video_backend)))
-    return write_overlay(out_dir / "overlays" / f"{name}.mp4", frames, tracks, visibility, fps, cfg.overlay_trail)
+    return write_overlay(
+        out_dir / "overlays" / f"{name}.mp4", frames, tracks, visibility, fps, cfg.overlay_trail
+    )

@@ -9,6 +9,7 @@ Frames are read and resized in small batches: a long full-HD video never sits in
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from fractions import Fraction
@@ -106,6 +107,11 @@ def read_video(
     frames = list(iter_video(path, indices, size=size, backend=backend, info=info))
     if not frames:
         raise VideoError(path, "no frame could be decoded (corrupt or truncated file)")
+    if len(frames) < len(indices):
+        warnings.warn(
+            f"{path}: decoded {len(frames)} of {len(indices)} requested frames (truncated file?)",
+            stacklevel=2,
+        )
     return np.stack(frames), indices[: len(frames)], info
 
 
@@ -161,7 +167,9 @@ def _iter_decord(reader, path: str | Path, indices: np.ndarray) -> Iterator[np.n
         try:
             frames = reader.get_batch(batch).asnumpy()
         except Exception as err:
-            raise VideoError(path, f"decoding frames {batch[0]}..{batch[-1]} failed ({_first_line(err)})") from err
+            raise VideoError(
+                path, f"decoding frames {batch[0]}..{batch[-1]} failed ({_first_line(err)})"
+            ) from err
         yield from frames
 
 
@@ -192,7 +200,9 @@ def _resize(frame: np.ndarray, size: tuple[int, int] | None) -> np.ndarray:
     return cv2.resize(frame, tuple(size), interpolation=cv2.INTER_AREA if shrinking else cv2.INTER_LINEAR)
 
 
-def write_video(path: str | Path, frames: np.ndarray | Sequence[np.ndarray], fps: float, crf: int = 23) -> Path:
+def write_video(
+    path: str | Path, frames: np.ndarray | Sequence[np.ndarray], fps: float, crf: int = 23
+) -> Path:
     """Write RGB uint8 frames as H.264 mp4 (``.mp4``) or an animated GIF (``.gif``).
 
     Odd frame sizes are padded by one pixel (H.264 with yuv420p needs even sizes). The file is

@@ -56,7 +56,7 @@ def draw_tracks(
     px = to_pixels(tracks, (w, h))
     colors = point_colors(_first_visible(tracks, visibility)) if colors is None else colors
     radius = radius or max(1, round(min(h, w) / 160))
-    out = np.empty_like(frames)
+    out = np.empty(frames.shape, np.uint8)
     for t in range(tracks.shape[0]):
         canvas = frames[t].copy()
         _draw_trails(canvas, px, visibility, colors, t, trail, radius)
@@ -96,7 +96,7 @@ def side_by_side(
         raise ValueError(f"flows must have the same (T, N, 2) shape, got {sorted(shapes)}")
     colors = point_colors(_first_visible(*flows[0]))
     panels = []
-    for (tracks, vis), label in zip(flows, labels):
+    for (tracks, vis), label in zip(flows, labels, strict=True):
         video = draw_tracks(image, tracks, vis, trail=trail, colors=colors)
         for frame in video:
             _label(frame, label)
@@ -155,5 +155,16 @@ def _pt(p: np.ndarray) -> tuple[int, int]:
 
 def _label(frame: np.ndarray, text: str) -> None:
     scale = max(0.35, frame.shape[0] / 600)
-    cv2.putText(frame, text, (6, int(22 * scale * 1.6)), cv2.FONT_HERSHEY_SIMPLEX, scale, (0, 0, 0), 3, cv2.LINE_AA)
-    cv2.putText(frame, text, (6, int(22 * scale * 1.6)), cv2.FONT_HERSHEY_SIMPLEX, scale, (255, 255, 255), 1, cv2.LINE_AA)
+    cv2.putText(
+        frame, text, (6, int(22 * scale * 1.6)), cv2.FONT_HERSHEY_SIMPLEX, scale, (0, 0, 0), 3, cv2.LINE_AA
+    )
+    cv2.putText(
+        frame,
+        text,
+        (6, int(22 * scale * 1.6)),
+        cv2.FONT_HERSHEY_SIMPLEX,
+        scale,
+        (255, 255, 255),
+        1,
+        cv2.LINE_AA,
+    )

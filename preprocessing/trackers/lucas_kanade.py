@@ -2,9 +2,10 @@
 
 Per frame pair it tracks forward, then back again, and trusts a point only when it returns to within
 ``fb_threshold_px`` of where it started (the forward–backward check). A point that fails, or leaves
-the frame, is marked not visible and keeps its last trusted position (so tracks stay inside the frame); on later frames it is searched
-for again from the last frame where it was trusted (its "anchor"), so a point occluded for a while
-can be picked up again instead of drifting with whatever covered it.
+the frame, is marked not visible and keeps its last trusted position (so tracks stay inside the frame).
+On later frames it is searched for again from the last frame where it was trusted (its "anchor") and
+accepted only if its patch still looks like the anchor's, so a point occluded for a while can be
+picked up again instead of drifting with whatever covered it.
 
 Queries after frame 0 are tracked forward from their own frame and backward to the start.
 """
@@ -34,6 +35,9 @@ class LKConfig:
     """Reject windows with too little texture to track (OpenCV's minEigThreshold)."""
     reacquire_frames: int = 30
     """How many frames after its last trusted frame a lost point is still searched for."""
+    reacquire_min_ncc: float = 0.8
+    """A lost point counts as found again only if its patch matches the anchor patch this well
+    (normalised cross-correlation); the forward–backward check alone accepts look-alikes."""
 
 
 @TRACKERS.register("lk", LKConfig)
@@ -120,6 +124,11 @@ class LucasKanadeTracker(OnlineTracker):
             inside = (p1[:, 0] >= -0.5) & (p1[:, 0] <= w - 0.5) & (p1[:, 1] >= -0.5) & (p1[:, 1] <= h - 0.5)
             good = ok1.ravel().astype(bool) & ok2.ravel().astype(bool) & finite & inside
             good &= fb_error < self.config.fb_threshold_px
+            if t - anchor_t > 1 and good.any():  # re-acquisition: also demand a matching appearance
+                good[good] = (
+                    _patch_ncc(prev_frame, frame, p0.reshape(-1, 2)[good], p1[good], self.config.win_size)
+                    >= self.config.reacquire_min_ncc
+                )
             idx = np.flatnonzero(group)
             state.visible[idx] = good
             state.pos[idx[good]] = p1[good]  # the others keep their last trusted position
@@ -167,6 +176,21 @@ class _State:
         keep = set(anchors[anchors >= oldest].tolist()) | {self.t}
         for key in [k for k in self.frames if k not in keep]:
             del self.frames[key]
+
+
+def _patch_ncc(
+    frame_a: np.ndarray, frame_b: np.ndarray, pa: np.ndarray, pb: np.ndarray, size: int
+) -> np.ndarray:
+    """Normalised cross-correlation of the size×size patches around pa in frame_a and pb in frame_b."""
+    out = np.empty(len(pa), np.float32)
+    for i, (a, b) in enumerate(zip(pa, pb, strict=True)):
+        patch_a = cv2.getRectSubPix(frame_a, (size, size), (float(a[0]), float(a[1])), patchType=cv2.CV_32F)
+        patch_b = cv2.getRectSubPix(frame_b, (size, size), (float(b[0]), float(b[1])), patchType=cv2.CV_32F)
+        patch_a = patch_a - patch_a.mean()
+        patch_b = patch_b - patch_b.mean()
+        denom = np.sqrt((patch_a**2).sum() * (patch_b**2).sum())
+        out[i] = (patch_a * patch_b).sum() / denom if denom > 1e-6 else 0.0
+    return out
 
 
 def _gray(frame: np.ndarray) -> np.ndarray:

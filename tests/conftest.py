@@ -1,0 +1,42 @@
+"""Shared fixtures: the committed real clip and a synthetic texture video with known motion."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+CLIP = REPO / "data" / "clips" / "cups_clip.mp4"
+CLIP_BOX = (136, 0, 228, 108)  # the red cup in the clip's first frame, pixels of 640x360
+
+
+@pytest.fixture(scope="session")
+def clip_path() -> Path:
+    assert CLIP.is_file(), f"the committed test clip is missing: {CLIP}"
+    return CLIP
+
+
+def moving_texture(num_frames: int = 24, size: int = 256, seed: int = 0, step=(1.7, 0.9)):
+    """A smooth random texture translated by a known sub-pixel shift per frame.
+
+    Returns ``(frames uint8 (T, size, size, 3), shifts float32 (T, 2))``: content that sits at pixel p in
+    frame 0 sits at p + shifts[t] in frame t.
+    """
+    rng = np.random.default_rng(seed)
+    big = cv2.GaussianBlur(rng.random((size * 3, size * 3, 3)).astype(np.float32), (0, 0), 2.0)
+    big = cv2.normalize(big, None, 0, 255, cv2.NORM_MINMAX).astype(np.uint8)
+    frames, shifts = [], []
+    for t in range(num_frames):
+        dx, dy = step[0] * t, step[1] * t + 3.0 * np.sin(t / 5.0)
+        warp = np.float32([[1, 0, dx - size], [0, 1, dy - size]])
+        frames.append(cv2.warpAffine(big, warp, (size, size), flags=cv2.INTER_LINEAR))
+        shifts.append((dx, dy))
+    return np.stack(frames), np.asarray(shifts, np.float32)
+
+
+@pytest.fixture
+def texture_video():
+    return moving_texture()

@@ -1,0 +1,91 @@
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+import yaml
+
+from preprocessing.config import ConfigError, load_config, save_config, to_dict
+from preprocessing.ingest import IngestConfig
+from preprocessing.registry import Registry, UnknownComponentError
+from preprocessing.trackers import TRACKERS
+
+REPO = Path(__file__).resolve().parents[2]
+CONFIG_FILES = {"configs/preprocessing/ingest.yaml": IngestConfig}
+
+
+@dataclass
+class Inner:
+    rate: float = 0.5
+    name: str = "a"
+
+
+@dataclass
+class Outer:
+    size: tuple[int, int] = (4, 4)
+    steps: int = 3
+    limit: int | None = None
+    inner: Inner = field(default_factory=Inner)
+    options: dict = field(default_factory=dict)
+
+
+def test_yaml_then_overrides_then_save_round_trip(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("steps: 7\ninner:\n  name: b\n")
+    cfg = load_config(Outer, path, ["inner.rate=1e-3", "size=[8, 2]", "limit=5", "options.k=2"])
+    assert cfg == Outer(size=(8, 2), steps=7, limit=5, inner=Inner(rate=0.001, name="b"), options={"k": 2})
+    saved = save_config(cfg, tmp_path / "out" / "resolved.yaml")
+    assert load_config(Outer, saved) == cfg
+    assert yaml.safe_load(saved.read_text())["size"] == [8, 2]
+
+
+def test_typo_in_a_key_fails_with_the_closest_valid_key(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("stpes: 7\n")
+    with pytest.raises(ConfigError, match=r"unknown config key 'stpes'.*did you mean 'steps'") as err:
+        load_config(Outer, path)
+    assert str(path) in str(err.value)
+    with pytest.raises(ConfigError, match="unknown config key 'rat'"):
+        load_config(Outer, None, ["inner.rat=2"])
+
+
+def test_wrong_types_and_bad_overrides_are_rejected(tmp_path):
+    with pytest.raises(ConfigError, match="expected an integer"):
+        load_config(Outer, None, ["steps=many"])
+    with pytest.raises(ConfigError, match="expected 2 values"):
+        load_config(Outer, None, ["size=[1,2,3]"])
+    with pytest.raises(ConfigError, match="key=value"):
+        load_config(Outer, None, ["steps"])
+    with pytest.raises(ConfigError, match="not found"):
+        load_config(Outer, tmp_path / "missing.yaml")
+
+
+@pytest.mark.parametrize("relpath", sorted(CONFIG_FILES))
+def test_every_committed_config_loads_into_its_dataclass(relpath):
+    cls = CONFIG_FILES[relpath]
+    cfg = load_config(cls, REPO / relpath)
+    assert to_dict(cfg) == to_dict(cls()), f"{relpath} should state the defaults of {cls.__name__}"
+
+
+def test_every_config_file_in_configs_is_covered():
+    found = {str(p.relative_to(REPO)) for p in (REPO / "configs").rglob("*.yaml")}
+    assert found <= set(CONFIG_FILES), (
+        f"add these to CONFIG_FILES so they are tested: {found - set(CONFIG_FILES)}"
+    )
+
+
+def test_registry_builds_by_name_and_checks_options():
+    reg: Registry[Inner] = Registry("widget")
+
+    @reg.register("plain", Inner)
+    def make(cfg: Inner) -> Inner:
+        return cfg
+
+    assert reg.build("plain", {"rate": 2}) == Inner(rate=2.0)
+    assert reg.build("plain", Inner(name="z")).name == "z"
+    with pytest.raises(UnknownComponentError, match="unknown widget 'plane'.*did you mean 'plain'"):
+        reg.build("plane")
+    with pytest.raises(ConfigError, match="widget 'plain'.*unknown config key 'speed'"):
+        reg.build("plain", {"speed": 1})
+    with pytest.raises(ValueError, match="registered twice"):
+        reg.register("plain", Inner)(make)
+    assert "lk" in TRACKERS.names()

@@ -1,0 +1,98 @@
+"""The `im2flow2act` command as a user runs it: a real subprocess on the committed clip."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+from conftest import CLIP_BOX
+
+from preprocessing.dataset import FlowDataset
+from preprocessing.video import probe_video
+
+BOX = ",".join(map(str, CLIP_BOX))
+
+
+def run(*args: str) -> subprocess.CompletedProcess:
+    exe = Path(sys.executable).with_name("im2flow2act")
+    return subprocess.run([str(exe), *args], capture_output=True, text=True, timeout=300)
+
+
+@pytest.mark.parametrize("command", [[], ["ingest"], ["inspect"]])
+def test_help_works_for_every_command(command):
+    result = run(*command, "--help")
+    assert result.returncode == 0, result.stderr
+    assert "Usage" in result.stdout
+
+
+def test_ingest_real_clip_then_rerun_skips(tmp_path, clip_path):
+    out = tmp_path / "out"
+    args = [
+        "ingest",
+        str(clip_path),
+        "--box",
+        BOX,
+        "--task",
+        "put the red cup down",
+        "--object-prompt",
+        "red cup",
+        "--out",
+        str(out),
+        "grid_size=8",
+        "max_frames=24",
+        "stride=2",
+    ]
+    result = run(*args)
+    assert result.returncode == 0, result.stderr
+    assert "24 frames x 64 points" in result.stdout
+
+    ds = FlowDataset(out / "dataset.zarr", kind="video")
+    view = ds["cups_clip"]
+    assert (view.num_frames, view.num_points, view.frame_size) == (24, 64, (256, 256))
+    assert view.task == "put the red cup down" and view.attrs["object_prompt"] == "red cup"
+    assert view.attrs["frame_indices"] == list(range(0, 48, 2))
+    assert view.attrs["fps"] == pytest.approx(29.97 / 2, abs=0.01)
+    np.testing.assert_allclose(view.attrs["bbox"], [136 / 640, 0, 228 / 640, 108 / 360], atol=1e-6)
+    queries = view.queries
+    assert (queries[:, 1] > 136 / 640).all() and (queries[:, 1] < 228 / 640).all()
+    np.testing.assert_allclose(view.tracks[0], queries[:, 1:], atol=1e-6)
+    assert view.visibility[0].all() and view.visibility.mean() > 0.1
+    resolved = yaml.safe_load((out / "ingest_config.yaml").read_text())
+    assert resolved["grid_size"] == 8 and resolved["stride"] == 2
+    overlay = probe_video(out / "overlays" / "cups_clip.mp4")
+    assert (overlay.num_frames, overlay.height) == (24, 360)
+
+    again = run(*args)
+    assert again.returncode == 0 and "skipped" in again.stdout
+    assert run("inspect", str(out / "dataset.zarr")).stdout.count("cups_clip") == 1
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (["--box", "1,2,3"], "expected four numbers"),
+        (["--box", "0,0,9000,10"], "outside the 640x360 image"),
+        (["--box", BOX, "grid_sise=4"], "did you mean 'grid_size'"),
+        (["--box", BOX, "tracker=cotraker"], "unknown tracker 'cotraker'"),
+        (["--box", BOX, "tracker_args.win=3"], "unknown config key 'win'"),
+    ],
+)
+def test_bad_arguments_fail_with_a_clear_message(tmp_path, clip_path, extra, message):
+    result = run("ingest", str(clip_path), "--out", str(tmp_path / "o"), *extra)
+    assert result.returncode == 2
+    assert message in result.stderr + result.stdout
+    assert (
+        not (tmp_path / "o" / "dataset.zarr").exists()
+        or not FlowDataset(tmp_path / "o" / "dataset.zarr").names
+    )
+
+
+def test_corrupt_video_and_bad_dataset_name_the_input(tmp_path):
+    bad = tmp_path / "broken.mp4"
+    bad.write_bytes(b"\x00" * 1000)
+    result = run("ingest", str(bad), "--box", "0,0,10,10", "--out", str(tmp_path / "o"))
+    assert result.returncode == 2 and "broken.mp4" in result.stderr
+    result = run("inspect", str(tmp_path / "missing.zarr"))
+    assert result.returncode == 2 and "missing.zarr" in result.stderr
