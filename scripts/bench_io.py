@@ -52,7 +52,9 @@ def plain_lk(frames: np.ndarray, queries: np.ndarray) -> np.ndarray:
     """Baseline: frame-to-frame OpenCV LK with no forward–backward check and no re-acquisition."""
     gray = [cv2.cvtColor(f, cv2.COLOR_RGB2GRAY) for f in frames]
     pts = to_pixels(queries[:, 1:], (frames.shape[2], frames.shape[1])).reshape(-1, 1, 2)
-    params = dict(winSize=(21, 21), maxLevel=3, criteria=(cv2.TERM_CRITERIA_EPS | cv2.TERM_CRITERIA_COUNT, 30, 0.01))
+    params = dict(
+        winSize=(21, 21), maxLevel=3, criteria=(cv2.TERM_CRITERIA_EPS | cv2.TERM_CRITERIA_COUNT, 30, 0.01)
+    )
     out = [pts]
     for a, b in zip(gray[:-1], gray[1:], strict=True):
         pts, _, _ = cv2.calcOpticalFlowPyrLK(a, b, pts, None, **params)
@@ -67,8 +69,11 @@ def bench_lk(video: Path) -> dict:
     ours, (_, vis) = timed(lambda: tracker.track(frames, queries))
     base, _ = timed(lambda: plain_lk(frames, queries))
     return {
-        "lk_frames": len(frames), "lk_points": len(queries),
-        "lk_seconds_ours": ours, "lk_seconds_plain_opencv": base, "lk_visible_fraction": float(vis.mean()),
+        "lk_frames": len(frames),
+        "lk_points": len(queries),
+        "lk_seconds_ours": ours,
+        "lk_seconds_plain_opencv": base,
+        "lk_visible_fraction": float(vis.mean()),
     }
 
 
@@ -77,12 +82,19 @@ def bench_dataset(video: Path) -> dict:
     t, n = len(frames), 1024
     rng = np.random.default_rng(0)
     episode = Episode(
-        frames=frames, tracks=rng.random((t, n, 2), dtype=np.float32), visibility=rng.random((t, n)) > 0.1,
-        queries=rng.random((n, 3), dtype=np.float32), task="bench", fps=30.0, source=str(video), frame_indices=idx,
+        frames=frames,
+        tracks=rng.random((t, n, 2), dtype=np.float32),
+        visibility=rng.random((t, n)) > 0.1,
+        queries=rng.random((n, 3), dtype=np.float32),
+        task="bench",
+        fps=30.0,
+        source=str(video),
+        frame_indices=idx,
     )
     megabytes = (frames.nbytes + episode.tracks.nbytes + episode.visibility.nbytes) / 1e6
     tmp = Path(tempfile.mkdtemp(prefix="bench_io_"))
     try:
+
         def write_zarr():
             shutil.rmtree(tmp / "ds.zarr", ignore_errors=True)
             FlowDatasetWriter(tmp / "ds.zarr").write("ep", episode)
@@ -101,9 +113,12 @@ def bench_dataset(video: Path) -> dict:
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return {
-        "episode_mb": megabytes, "stored_mb_zarr": stored,
-        "write_mb_s_zarr": megabytes / write_z, "write_mb_s_npy": megabytes / write_n,
-        "read_mb_s_zarr": megabytes / read_z, "read_mb_s_npy": megabytes / read_n,
+        "episode_mb": megabytes,
+        "stored_mb_zarr": stored,
+        "write_mb_s_zarr": megabytes / write_z,
+        "write_mb_s_npy": megabytes / write_n,
+        "read_mb_s_zarr": megabytes / read_z,
+        "read_mb_s_npy": megabytes / read_n,
         "one_frame_read_ms_zarr": one_frame * 1e3,
     }
 
@@ -116,25 +131,44 @@ def main() -> None:
     cv2.setNumThreads(os.cpu_count() or 1)
 
     decode, lk, data = bench_decode(args.video), bench_lk(args.video), bench_dataset(args.video)
-    print(f"\nim2flow2act I/O benchmark — {args.video.name} ({decode['source_size']}, {decode['frames']} frames), "
-          f"{os.cpu_count()} CPU cores\n")
+    print(
+        f"\nim2flow2act I/O benchmark — {args.video.name} ({decode['source_size']}, "
+        f"{decode['frames']} frames), {os.cpu_count()} CPU cores\n"
+    )
     print(f"{'measure':<44}{'ours':>14}{'baseline':>14}  baseline is")
     print("-" * 100)
-    print(f"{'decode + resize to 256x256 (frames/s)':<44}{decode['decode_fps_decord']:>14.1f}"
-          f"{decode['decode_fps_pyav']:>14.1f}  PyAV back-end (ours = decord)")
-    print(f"{'LK 1024 pts x 64 frames @256² (s)':<44}{lk['lk_seconds_ours']:>14.2f}"
-          f"{lk['lk_seconds_plain_opencv']:>14.2f}  plain OpenCV LK, no FB check / re-acquisition")
-    print(f"{'dataset write (MB/s)':<44}{data['write_mb_s_zarr']:>14.1f}{data['write_mb_s_npy']:>14.1f}  "
-          "uncompressed .npy")
-    print(f"{'dataset read (MB/s)':<44}{data['read_mb_s_zarr']:>14.1f}{data['read_mb_s_npy']:>14.1f}  "
-          "uncompressed .npy")
-    print(f"{'stored size of one episode (MB)':<44}{data['stored_mb_zarr']:>14.1f}{data['episode_mb']:>14.1f}  "
-          "raw bytes")
+    print(
+        f"{'decode + resize to 256x256 (frames/s)':<44}{decode['decode_fps_decord']:>14.1f}"
+        f"{decode['decode_fps_pyav']:>14.1f}  PyAV back-end (ours = decord)"
+    )
+    print(
+        f"{'LK 1024 pts x 64 frames @256² (s)':<44}{lk['lk_seconds_ours']:>14.2f}"
+        f"{lk['lk_seconds_plain_opencv']:>14.2f}  plain OpenCV LK, no FB check / re-acquisition"
+    )
+    print(
+        f"{'dataset write (MB/s)':<44}{data['write_mb_s_zarr']:>14.1f}{data['write_mb_s_npy']:>14.1f}  "
+        "uncompressed .npy"
+    )
+    print(
+        f"{'dataset read (MB/s)':<44}{data['read_mb_s_zarr']:>14.1f}{data['read_mb_s_npy']:>14.1f}  "
+        "uncompressed .npy"
+    )
+    print(
+        f"{'stored size of one episode (MB)':<44}{data['stored_mb_zarr']:>14.1f}{data['episode_mb']:>14.1f}  "
+        "raw bytes"
+    )
     print(f"{'read one frame (ms)':<44}{data['one_frame_read_ms_zarr']:>14.2f}")
     print(f"\nLK kept {lk['lk_visible_fraction']:.0%} of point-steps visible on this real clip.")
 
-    row = {"bench": "io", "time": time.strftime("%Y-%m-%dT%H:%M:%S"), "machine": platform.machine(),
-           "cpus": os.cpu_count(), **decode, **lk, **data}
+    row = {
+        "bench": "io",
+        "time": time.strftime("%Y-%m-%dT%H:%M:%S"),
+        "machine": platform.machine(),
+        "cpus": os.cpu_count(),
+        **decode,
+        **lk,
+        **data,
+    }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     with args.out.open("a") as fh:
         fh.write(json.dumps(row) + "\n")
