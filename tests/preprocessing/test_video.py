@@ -86,3 +86,30 @@ def test_write_then_read_back(tmp_path, suffix):
     assert not list(tmp_path.glob(".tmp-*"))
     with pytest.raises(ValueError, match=".mp4 or .gif"):
         write_video(tmp_path / "x.avi2", frames, fps=12)
+
+
+@pytest.mark.parametrize(
+    ("container", "suffix", "codec", "pix_fmt"),
+    [
+        ("matroska", ".mkv", "libx264", "yuv420p"),
+        ("avi", ".avi", "mpeg4", "yuv420p"),
+        ("webm", ".webm", "libvpx-vp9", "yuv420p"),
+        ("mov", ".mov", "mjpeg", "yuvj420p"),
+    ],
+)
+def test_reads_common_containers_and_codecs(tmp_path, clip_path, container, suffix, codec, pix_fmt):
+    frames, _, _ = read_video(clip_path, end=8, size=(96, 64))
+    path = tmp_path / f"clip{suffix}"
+    with av.open(str(path), "w", format=container) as out:
+        stream = out.add_stream(codec, rate=10)
+        stream.width, stream.height, stream.pix_fmt = 96, 64, pix_fmt
+        for frame in frames:
+            for packet in stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")):
+                out.mux(packet)
+        for packet in stream.encode():
+            out.mux(packet)
+    info = probe_video(path)
+    assert (info.num_frames, info.width, info.height) == (8, 96, 64)
+    back, idx, _ = read_video(path, stride=2)
+    assert back.shape == (4, 64, 96, 3)
+    assert np.abs(back.astype(int) - frames[::2].astype(int)).mean() < 12
