@@ -1,0 +1,367 @@
+"""The four tasks: layout, instruction, success check in code, and scripted demonstrations.
+
+Registered as ``pick_place``, ``pour``, ``open_drawer`` and ``fold_cloth``. Pick & place and pouring share
+one layout (mug, plate and bowl on the table, placed from the seed alone), so the same first frame can
+take either instruction — this is how instruction following is measured later.
+
+Scripted demonstrations are lists of :class:`Waypoint` in end-effector space. The robot expert and the
+sphere agent ("human") share them where they can; the sphere's are randomised (timing, path via left or
+right, grasp point) so demonstrations are multimodal.
+"""
+
+from __future__ import annotations
+
+import math
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+
+import mujoco
+import numpy as np
+
+from policies.sim.objects import (
+    BOWL_RADIUS,
+    CLOTH_COUNT,
+    MUG_HEIGHT,
+    Pose2D,
+    bowl,
+    cloth,
+    drawer,
+    mug,
+    plate,
+)
+from preprocessing.registry import Registry
+
+TASKS: Registry[Task] = Registry("task")
+
+
+@dataclass
+class Waypoint:
+    """Move the end effector to ``position`` (and ``rotation``) over ``steps`` control steps."""
+
+    position: np.ndarray
+    gripper: float
+    steps: int
+    rotation: np.ndarray | None = None
+
+
+@dataclass
+class TaskConfig:
+    """Nothing to set yet; tasks are chosen by name. Kept so every registry entry has a config."""
+
+
+class Task(ABC):
+    name: str = ""
+    instruction: str = ""
+    object_prompt: str = ""
+    tracked: tuple[str, ...] = ()
+    """Bodies (or the flex ``cloth``) whose surface points get ground-truth tracks."""
+    sphere_home = np.array([0.0, -0.25, 0.3])
+
+    def __init__(self, config: TaskConfig | None = None) -> None:
+        self.config = config or TaskConfig()
+
+    @abstractmethod
+    def mjcf(self) -> tuple[list[str], list[str]]:
+        """(asset xml snippets, body xml snippets) of the task's objects."""
+
+    @abstractmethod
+    def reset_layout(self, model: mujoco.MjModel, data: mujoco.MjData, rng: np.random.Generator) -> None:
+        """Place the objects for one episode."""
+
+    @abstractmethod
+    def success(self, model: mujoco.MjModel, data: mujoco.MjData) -> bool: ...
+
+    @abstractmethod
+    def expert(self, model: mujoco.MjModel, data: mujoco.MjData, rng: np.random.Generator) -> list[Waypoint]:
+        """Waypoints of the scripted robot expert from the current state."""
+
+    @abstractmethod
+    def human(self, model: mujoco.MjModel, data: mujoco.MjData, rng: np.random.Generator) -> list[Waypoint]:
+        """Waypoints of the sphere agent from the current state (randomised)."""
+
+    def grasp_points(self, model: mujoco.MjModel, data: mujoco.MjData) -> dict[str, np.ndarray]:
+        """Where the sphere agent can take hold: attachment name → world position."""
+        return {}
+
+    def attachments(self) -> dict[str, str]:
+        """Attachment name → the body the sphere welds to when it holds that thing."""
+        return {}
+
+
+def _flex_id(model, name: str) -> int:
+    return mujoco.mj_name2id(model, mujoco.mjtObj.mjOBJ_FLEX, name)
+
+
+def _body_pos(model, data, name: str) -> np.ndarray:
+    return data.xpos[model.body(name).id].copy()
+
+
+def _free_qpos(model, name: str) -> int:
+    return model.joint(f"{name}_joint").qposadr[0]
+
+
+def _set_free_pose(model, data, name: str, x: float, y: float, z: float, yaw: float) -> None:
+    adr = _free_qpos(model, name)
+    data.qpos[adr : adr + 3] = (x, y, z)
+    data.qpos[adr + 3 : adr + 7] = (math.cos(yaw / 2), 0.0, 0.0, math.sin(yaw / 2))
+
+
+def _yaw_rotation(yaw: float) -> np.ndarray:
+    """Top-down gripper rotated by ``yaw`` about world z."""
+    c, s = math.cos(yaw), math.sin(yaw)
+    rz = np.array([[c, -s, 0.0], [s, c, 0.0], [0.0, 0.0, 1.0]])
+    return rz @ np.array([[1.0, 0.0, 0.0], [0.0, -1.0, 0.0], [0.0, 0.0, -1.0]])
+
+
+OPEN, CLOSED = 0.1, 0.0
+
+
+# --------------------------------------------------------------------------- mug, plate, bowl
+class _TableTask(Task):
+    """Mug, plate and bowl on the table; the layout depends on the seed only."""
+
+    object_prompt = "red mug"
+    tracked = ("mug",)
+
+    def mjcf(self):
+        parts = [mug(Pose2D(0, 0)), plate(Pose2D(0.2, 0.1)), bowl(Pose2D(-0.2, 0.1))]
+        return [a for a, _ in parts], [b for _, b in parts]
+
+    def attachments(self):
+        return {"mug": "mug"}
+
+    def reset_layout(self, model, data, rng):
+        # three slots across the table, shuffled; small jitter; the mug handle points away from the robot
+        slots = np.array([[-0.22, 0.02], [0.0, 0.08], [0.22, 0.02]])
+        order = rng.permutation(3)
+        jitter = rng.uniform(-0.03, 0.03, size=(3, 2))
+        mug_xy, plate_xy, bowl_xy = (slots[order[i]] + jitter[i] for i in range(3))
+        _set_free_pose(
+            model, data, "mug", mug_xy[0], mug_xy[1], MUG_HEIGHT / 2 + 0.001, rng.uniform(0.3, 2.8)
+        )
+        model.body("plate").pos[:2] = plate_xy
+        model.body("bowl").pos[:2] = bowl_xy
+
+    def grasp_points(self, model, data):
+        return {"mug": _body_pos(model, data, "mug")}
+
+    def _grasp_waypoints(self, model, data, rng, jitter: float) -> tuple[list[Waypoint], np.ndarray]:
+        m = _body_pos(model, data, "mug")
+        grasp = m + np.array([0, 0, 0.01]) + rng.uniform(-jitter, jitter, 3) * [1, 1, 0]
+        above = grasp + [0, 0, 0.15]
+        rot = _yaw_rotation(0.0)
+        return [
+            Waypoint(above, OPEN, 12, rot),
+            Waypoint(grasp, OPEN, 8, rot),
+            Waypoint(grasp, CLOSED, 5, rot),
+            Waypoint(above, CLOSED, 8, rot),
+        ], above
+
+
+@TASKS.register("pick_place", TaskConfig)
+class PickPlace(_TableTask):
+    name = "pick_place"
+    instruction = "put the mug on the plate"
+
+    def success(self, model, data) -> bool:
+        m, p = _body_pos(model, data, "mug"), _body_pos(model, data, "plate")
+        speed = np.linalg.norm(data.qvel[model.joint("mug_joint").dofadr[0] :][:3])
+        upright = data.xmat[model.body("mug").id].reshape(3, 3)[2, 2] > 0.9
+        return bool(
+            np.linalg.norm(m[:2] - p[:2]) < 0.1 and m[2] < MUG_HEIGHT / 2 + 0.03 and speed < 0.05 and upright
+        )
+
+    def expert(self, model, data, rng):
+        waypoints, above = self._grasp_waypoints(model, data, rng, 0.0)
+        p = _body_pos(model, data, "plate")
+        place = np.array([p[0], p[1], MUG_HEIGHT / 2 + 0.025])
+        rot = _yaw_rotation(0.0)
+        return waypoints + [
+            Waypoint(place + [0, 0, 0.15], CLOSED, 14, rot),
+            Waypoint(place, CLOSED, 8, rot),
+            Waypoint(place, OPEN, 5, rot),
+            Waypoint(place + [0, 0, 0.15], OPEN, 8, rot),
+        ]
+
+    def human(self, model, data, rng):
+        return _humanise(self.expert(model, data, rng), rng)
+
+
+@TASKS.register("pour", TaskConfig)
+class Pour(_TableTask):
+    name = "pour"
+    instruction = "pour the mug into the bowl"
+
+    def success(self, model, data) -> bool:
+        m, b = _body_pos(model, data, "mug"), _body_pos(model, data, "bowl")
+        tilt = math.degrees(math.acos(np.clip(data.xmat[model.body("mug").id].reshape(3, 3)[2, 2], -1, 1)))
+        return bool(np.linalg.norm(m[:2] - b[:2]) < BOWL_RADIUS + 0.02 and m[2] > 0.06 and tilt > 60)
+
+    def expert(self, model, data, rng):
+        waypoints, above = self._grasp_waypoints(model, data, rng, 0.0)
+        b = _body_pos(model, data, "bowl")
+        side = 1.0 if b[0] < 0 else -1.0  # hold the mug beside the bowl's centre, tip it towards it
+        over = np.array([b[0] + side * 0.05, b[1], 0.22])
+        rot = _yaw_rotation(0.0)
+        angle = -side * 1.4  # tip the mug's top towards the bowl's centre, ~80°
+        c, s = math.cos(angle), math.sin(angle)
+        tip = np.array([[c, 0, s], [0, 1, 0], [-s, 0, c]])  # about world y: the mug tips sideways
+        return waypoints + [
+            Waypoint(over, CLOSED, 14, rot),
+            Waypoint(over, CLOSED, 14, tip @ rot),
+            Waypoint(over, CLOSED, 6, tip @ rot),
+        ]
+
+    def human(self, model, data, rng):
+        return _humanise(self.expert(model, data, rng), rng)
+
+
+# --------------------------------------------------------------------------- drawer
+@TASKS.register("open_drawer", TaskConfig)
+class OpenDrawer(Task):
+    name = "open_drawer"
+    instruction = "open the drawer"
+    object_prompt = "red drawer"
+    tracked = ("drawer",)
+
+    def mjcf(self):
+        asset, body = drawer(Pose2D(0.28, 0.05, -math.pi / 2))
+        return [asset], [body]
+
+    def reset_layout(self, model, data, rng):
+        # the front faces the table centre, turned a little towards the camera so its face is seen
+        body = model.body("drawer_cabinet")
+        body.pos[:2] = (rng.uniform(0.25, 0.31), rng.uniform(-0.04, 0.08))
+        yaw = -math.pi / 2 - rng.uniform(0.35, 0.65)
+        body.quat[:] = (math.cos(yaw / 2), 0.0, 0.0, math.sin(yaw / 2))
+
+    def opening(self, model, data) -> float:
+        return float(data.qpos[model.joint("drawer_slide").qposadr[0]])
+
+    def success(self, model, data) -> bool:
+        return self.opening(model, data) >= 0.10
+
+    def _handle(self, model, data) -> np.ndarray:
+        gid = model.geom("drawer_handle").id
+        return data.geom_xpos[gid].copy()
+
+    def grasp_points(self, model, data):
+        return {"drawer": self._handle(model, data)}
+
+    def attachments(self):
+        return {"drawer": "drawer"}
+
+    def expert(self, model, data, rng):
+        h = self._handle(model, data)
+        joint = model.joint("drawer_slide").id
+        out = data.xaxis[joint].copy()  # world direction the drawer opens in
+        cabinet = model.body("drawer_cabinet").id
+        bar = data.xmat[cabinet].reshape(3, 3)[:, 0]  # the handle bar runs along the cabinet's x
+        rot = _yaw_rotation(math.atan2(bar[1], bar[0]))  # fingers open along the bar, clear of its ends
+        grip = h + [0, 0, 0.005]
+        pulled = grip + 0.15 * out
+        return [
+            Waypoint(grip + 0.08 * out + [0, 0, 0.12], OPEN, 12, rot),
+            Waypoint(grip, OPEN, 10, rot),
+            Waypoint(grip, CLOSED, 5, rot),
+            Waypoint(pulled, CLOSED, 16, rot),
+            Waypoint(pulled, OPEN, 4, rot),
+            Waypoint(pulled + [0, 0, 0.12], OPEN, 6, rot),
+        ]
+
+    def human(self, model, data, rng):
+        return _humanise(self.expert(model, data, rng), rng)
+
+
+# --------------------------------------------------------------------------- cloth
+CORNERS = {
+    "near_left": 0,
+    "near_right": CLOTH_COUNT - 1,
+    "far_left": CLOTH_COUNT * (CLOTH_COUNT - 1),
+    "far_right": CLOTH_COUNT * CLOTH_COUNT - 1,
+}
+
+
+@TASKS.register("fold_cloth", TaskConfig)
+class FoldCloth(Task):
+    name = "fold_cloth"
+    instruction = "fold the cloth in half"
+    object_prompt = "checkered cloth"
+    tracked = ("cloth",)
+    fold_pairs = (("near_left", "far_left"), ("near_right", "far_right"))
+    """(moved corner, target corner): success when either pair ends within 7 cm."""
+
+    def mjcf(self):
+        asset, body = cloth(Pose2D(0.0, 0.05))
+        return [asset], [body]
+
+    def _vertex_qpos(self, model) -> np.ndarray:
+        flex = _flex_id(model, "cloth")
+        bodies = model.flex_vertbodyid[
+            model.flex_vertadr[flex] : model.flex_vertadr[flex] + model.flex_vertnum[flex]
+        ]
+        return np.array([[model.jnt_qposadr[model.body_jntadr[b]] + k for k in range(3)] for b in bodies])
+
+    def reset_layout(self, model, data, rng):
+        shift = (rng.uniform(-0.06, 0.06), rng.uniform(-0.04, 0.04), 0.0)
+        for adr in self._vertex_qpos(model):
+            data.qpos[adr] = shift
+
+    def corners(self, model, data) -> dict[str, np.ndarray]:
+        flex = _flex_id(model, "cloth")
+        start = model.flex_vertadr[flex]
+        return {k: data.flexvert_xpos[start + v].copy() for k, v in CORNERS.items()}
+
+    def success(self, model, data) -> bool:
+        c = self.corners(model, data)
+        return any(np.linalg.norm(c[a] - c[b]) < 0.07 for a, b in self.fold_pairs)
+
+    def grasp_points(self, model, data):
+        return {f"cloth_{k}": v for k, v in self.corners(model, data).items()}
+
+    def attachments(self):
+        return {f"cloth_{k}": f"cloth_{v}" for k, v in CORNERS.items()}
+
+    def expert(self, model, data, rng):
+        return self._fold(model, data, pair=0)
+
+    def _fold(self, model, data, pair: int) -> list[Waypoint]:
+        c = self.corners(model, data)
+        moved, target = self.fold_pairs[pair]
+        a, b = c[moved], c[target]
+        rot = _yaw_rotation(0.0)
+        mid = (a + b) / 2 + [0, 0, 0.12]
+        return [
+            Waypoint(a + [0, 0, 0.1], OPEN, 10, rot),
+            Waypoint(a + [0, 0, 0.003], OPEN, 8, rot),
+            Waypoint(a + [0, 0, 0.003], CLOSED, 5, rot),
+            Waypoint(mid, CLOSED, 10, rot),
+            Waypoint(b + [0, 0, 0.03], CLOSED, 10, rot),
+            Waypoint(b + [0, 0, 0.03], OPEN, 4, rot),
+            Waypoint(b + [0, 0, 0.1], OPEN, 5, rot),
+        ]
+
+    def human(self, model, data, rng):
+        return _humanise(self._fold(model, data, pair=int(rng.integers(2))), rng)
+
+
+def _humanise(waypoints: list[Waypoint], rng: np.random.Generator) -> list[Waypoint]:
+    """Random timing (±30 %) and a detour left or right on the longest move: multimodal demonstrations."""
+    out = [
+        Waypoint(w.position.copy(), w.gripper, max(2, round(w.steps * rng.uniform(0.7, 1.3))), w.rotation)
+        for w in waypoints
+    ]
+    if len(out) > 3:
+        moves = [np.linalg.norm(out[i].position - out[i - 1].position) for i in range(1, len(out))]
+        i = int(np.argmax(moves)) + 1
+        if moves[i - 1] > 0.15:
+            side = rng.choice([-1.0, 1.0])
+            a, b = out[i - 1].position, out[i].position
+            d = b - a
+            normal = np.array([-d[1], d[0], 0.0])
+            normal /= np.linalg.norm(normal) + 1e-9
+            via = (a + b) / 2 + side * 0.08 * normal + [0, 0, 0.05]
+            half = max(2, out[i].steps // 2)
+            out.insert(i, Waypoint(via, out[i].gripper, half, out[i].rotation))
+            out[i + 1].steps = half
+    return out
