@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import typer
 
+import policies.cli
 import preprocessing.cli
 
 app = typer.Typer(
@@ -18,6 +19,7 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 preprocessing.cli.register(app)
+policies.cli.register(app)
 
 
 def main() -> None:

@@ -1,5 +1,6 @@
 """The `im2flow2act` command as a user runs it: a real subprocess on the committed clip."""
 
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -20,7 +21,19 @@ def run(*args: str) -> subprocess.CompletedProcess:
     return subprocess.run([str(exe), *args], capture_output=True, text=True, timeout=300)
 
 
-@pytest.mark.parametrize("command", [[], ["ingest"], ["inspect"]])
+@pytest.mark.parametrize(
+    "command",
+    [
+        [],
+        ["ingest"],
+        ["inspect"],
+        ["sim"],
+        ["sim", "demos"],
+        ["sim", "play"],
+        ["sim", "expert"],
+        ["sim", "show"],
+    ],
+)
 def test_help_works_for_every_command(command):
     result = run(*command, "--help")
     assert result.returncode == 0, result.stderr
@@ -96,3 +109,41 @@ def test_corrupt_video_and_bad_dataset_name_the_input(tmp_path):
     assert result.returncode == 2 and "broken.mp4" in result.stderr
     result = run("inspect", str(tmp_path / "missing.zarr"))
     assert result.returncode == 2 and "missing.zarr" in result.stderr
+
+
+def test_sim_demos_resume_and_summary(tmp_path):
+    out = tmp_path / "demos"
+    args = [
+        "sim",
+        "demos",
+        "--task",
+        "pick_place",
+        "--episodes",
+        "2",
+        "--out",
+        str(out),
+        "--videos",
+        "image_size=[96,96]",
+        "record.num_points=32",
+    ]
+    result = run(*args)
+    assert result.returncode == 0, result.stderr
+    summary = json.loads((out / "summary.json").read_text())
+    row = summary["tasks"]["pick_place"]
+    assert (row["written"], row["failed"], row["success_rate"]) == (2, 0, 1.0)
+    ds = FlowDataset(out / "dataset.zarr", kind="sim_demo")
+    assert ds.names == ["pick_place_000000", "pick_place_000001"]
+    assert (
+        ds[0].frame_size == (96, 96) and ds[0].num_points == 32 and ds[0].task == "put the mug on the plate"
+    )
+    assert probe_video(out / "videos" / "pick_place_000001.mp4").num_frames == ds[1].num_frames
+    again = run(*args)
+    assert json.loads((out / "summary.json").read_text())["tasks"]["pick_place"]["skipped"] == 2, again.stderr
+
+
+def test_sim_bad_task_and_show(tmp_path):
+    result = run("sim", "play", "--task", "pik_place", "--out", str(tmp_path / "p"))
+    assert result.returncode == 2 and "did you mean 'pick_place'" in result.stderr
+    png = tmp_path / "scene.png"
+    assert run("sim", "show", "--task", "fold_cloth", "--out", str(png)).returncode == 0
+    assert png.stat().st_size > 10_000

@@ -11,7 +11,6 @@ straight to normalised (x, y) and depth.
 from __future__ import annotations
 
 import math
-import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -41,13 +40,6 @@ class SceneConfig:
     """Optional path to a user-supplied MJCF ``<body>`` for the arm (same joint and site names)."""
     extra_assets: list[str] = field(default_factory=list)
     extra_bodies: list[str] = field(default_factory=list)
-
-
-def ensure_gl_backend() -> None:
-    """Pick EGL when the user set nothing: MuJoCo's default (GLFW) needs a display and fails headless."""
-    os.environ.setdefault("MUJOCO_GL", "egl")
-    if os.environ["MUJOCO_GL"] in ("egl", "osmesa"):
-        os.environ.setdefault("PYOPENGL_PLATFORM", os.environ["MUJOCO_GL"])
 
 
 SPHERE_RADIUS = 0.03
@@ -179,7 +171,6 @@ class SceneRenderer:
     def __init__(
         self, model: mujoco.MjModel, size: tuple[int, int] = (256, 256), camera: str = CAMERA
     ) -> None:
-        ensure_gl_backend()
         self.size = size
         self.camera = camera
         model.vis.global_.offwidth = max(model.vis.global_.offwidth, size[0])

@@ -4,13 +4,17 @@ from pathlib import Path
 import pytest
 import yaml
 
+from policies.sim.generate import GenerateConfig
 from preprocessing.config import ConfigError, load_config, save_config, to_dict
 from preprocessing.ingest import IngestConfig
 from preprocessing.registry import Registry, UnknownComponentError
 from preprocessing.trackers import TRACKERS
 
 REPO = Path(__file__).resolve().parents[2]
-CONFIG_FILES = {"configs/preprocessing/ingest.yaml": IngestConfig}
+CONFIG_FILES = {
+    "configs/preprocessing/ingest.yaml": IngestConfig,
+    "configs/sim/generate.yaml": GenerateConfig,
+}
 
 
 @dataclass

@@ -1,0 +1,116 @@
+"""Command-line commands owned by ``policies``: ``sim demos|play|expert|show``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from policies.sim.generate import GenerateConfig, Mode, format_summary, generate, render_initial_scene
+from policies.sim.tasks import TASKS
+from preprocessing.config import ConfigError, load_config
+from preprocessing.dataset import DatasetError
+from preprocessing.registry import UnknownComponentError
+
+sim_app = typer.Typer(
+    help="The MuJoCo world: generate demonstrations, play data and expert rollouts.", no_args_is_help=True
+)
+
+TaskOpt = Annotated[
+    list[str] | None, typer.Option("--task", help="Task(s) to run (repeat); default: all four.")
+]
+EpisodesOpt = Annotated[int, typer.Option(help="Episodes per task.")]
+WorkersOpt = Annotated[int, typer.Option(help="Worker processes.")]
+OutOpt = Annotated[Path, typer.Option(help="Output folder: dataset.zarr, summary.json, videos/.")]
+VideosOpt = Annotated[bool, typer.Option("--videos/--no-videos", help="Write an mp4 per episode.")]
+SeedOpt = Annotated[int, typer.Option(help="Seed of the first episode; episode i uses seed + i.")]
+ConfigOpt = Annotated[Path | None, typer.Option(help="YAML config (configs/sim/generate.yaml).")]
+OverridesArg = Annotated[
+    list[str] | None, typer.Argument(help="Config overrides key=value, e.g. record.num_points=128.")
+]
+
+
+def _run(mode: Mode, task, episodes, workers, out, videos, seed, config, overrides) -> None:
+    try:
+        cfg = load_config(GenerateConfig, config, overrides or [])
+        if task:
+            cfg.tasks = list(task)
+        cfg.episodes, cfg.workers, cfg.videos, cfg.seed = episodes, workers, videos, seed
+        summary = generate(mode, out, cfg)
+    except (ConfigError, UnknownComponentError, DatasetError) as err:
+        typer.secho(f"error: {err}", fg=typer.colors.RED, err=True)
+        raise typer.Exit(code=2) from err
+    typer.echo(format_summary(summary))
+    typer.echo(f"→ {out / 'dataset.zarr'}, {out / 'summary.json'}")
+    if any(row["failed"] for row in summary["tasks"].values()):
+        raise typer.Exit(code=1)
+
+
+@sim_app.command()
+def demos(
+    task: TaskOpt = None,
+    episodes: EpisodesOpt = 10,
+    workers: WorkersOpt = 1,
+    out: OutOpt = Path("outputs/sim_demos"),
+    videos: VideosOpt = False,
+    seed: SeedOpt = 0,
+    config: ConfigOpt = None,
+    overrides: OverridesArg = None,
+) -> None:
+    """Sphere-agent ('human') demonstrations of each task: video, instruction, ground-truth tracks."""
+    _run("demos", task, episodes, workers, out, videos, seed, config, overrides)
+
+
+@sim_app.command()
+def play(
+    task: TaskOpt = None,
+    episodes: EpisodesOpt = 10,
+    workers: WorkersOpt = 1,
+    out: OutOpt = Path("outputs/sim_play"),
+    videos: VideosOpt = False,
+    seed: SeedOpt = 0,
+    config: ConfigOpt = None,
+    overrides: OverridesArg = None,
+) -> None:
+    """Task-agnostic robot play in each task's scene: actions, proprioception, frames, depth, tracks."""
+    _run("play", task, episodes, workers, out, videos, seed, config, overrides)
+
+
+@sim_app.command()
+def expert(
+    task: TaskOpt = None,
+    episodes: EpisodesOpt = 10,
+    workers: WorkersOpt = 1,
+    out: OutOpt = Path("outputs/sim_expert"),
+    videos: VideosOpt = False,
+    seed: SeedOpt = 0,
+    config: ConfigOpt = None,
+    overrides: OverridesArg = None,
+) -> None:
+    """The scripted robot expert on each task (proves each success check is reachable)."""
+    _run("expert", task, episodes, workers, out, videos, seed, config, overrides)
+
+
+@sim_app.command()
+def show(
+    task: Annotated[str, typer.Option(help=f"One of: {', '.join(TASKS.names())}.")] = "pick_place",
+    seed: Annotated[int, typer.Option(help="Layout seed.")] = 0,
+    embodiment: Annotated[str, typer.Option(help="robot or sphere.")] = "robot",
+    out: Annotated[Path, typer.Option(help="PNG to write.")] = Path("outputs/scene.png"),
+) -> None:
+    """Render a task's initial scene to a PNG."""
+    from PIL import Image
+
+    try:
+        image = render_initial_scene(task, seed, embodiment)
+    except UnknownComponentError as err:
+        typer.secho(f"error: {err}", fg=typer.colors.RED, err=True)
+        raise typer.Exit(code=2) from err
+    out.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(image).save(out)
+    typer.echo(f"{task} seed {seed}: {out}")
+
+
+def register(app: typer.Typer) -> None:
+    app.add_typer(sim_app, name="sim")
