@@ -128,6 +128,11 @@ class SimEnv:
             self._sphere_step(action)
         self.steps += 1
 
+    def advance_physics(self, substeps: int) -> None:
+        """Step the physics alone, with the current controls (no IK, no rendering)."""
+        for _ in range(substeps):
+            mujoco.mj_step(self.model, self.data)
+
     def _sphere_step(self, action: Action) -> None:
         """Move the sphere; it turns with the commanded rotation (relative to the top-down grip)."""
         start = self.data.mocap_pos[self._mocap].copy()

@@ -41,7 +41,7 @@ class GenerateConfig:
     episodes: int = 10
     """Episodes per task."""
     seed: int = 0
-    """Episode i of a task uses seed + i (the layout depends on the seed only)."""
+    """Episode i of a task uses seed + i (the layout depends on the seed only; see ``job_seed``)."""
     workers: int = 1
     videos: bool = False
     """Also write an mp4 per episode with the ground-truth tracks drawn."""
@@ -62,6 +62,13 @@ class JobResult:
     steps: int = 0
     seconds: float = 0.0
     error: str = ""
+
+
+def job_seed(mode: Mode, cfg: GenerateConfig, task_index: int, episode: int) -> int:
+    """Demos and expert runs share seeds across tasks (pick & place and pouring then start from the same
+    frame); play gives every task its own seed range, so the shared table scene is not played twice."""
+    offset = task_index * cfg.episodes if mode == "play" else 0
+    return cfg.seed + offset + episode
 
 
 def episode_name(task: str, seed: int) -> str:
@@ -114,7 +121,11 @@ def generate(mode: Mode, out_dir: str | Path, cfg: GenerateConfig, progress: boo
         out_dir / "dataset.zarr", kind=KIND[mode], mode=mode
     )  # create (or check) the store once
     save_config(cfg, out_dir / f"{mode}_config.yaml")
-    jobs = [(mode, t, cfg.seed + i, str(out_dir), cfg) for t in cfg.tasks for i in range(cfg.episodes)]
+    jobs = [
+        (mode, t, job_seed(mode, cfg, k, i), str(out_dir), cfg)
+        for k, t in enumerate(cfg.tasks)
+        for i in range(cfg.episodes)
+    ]
     started = time.perf_counter()
     results = list(
         tqdm(
@@ -130,8 +141,15 @@ def _map(jobs: list, workers: int) -> Iterator[JobResult]:
     if workers <= 1:
         yield from map(_run_job, jobs)
         return
-    with mp.get_context("spawn").Pool(workers) as pool:
+    pool = mp.get_context("spawn").Pool(workers)
+    try:
         yield from pool.imap_unordered(_run_job, jobs)
+        pool.close()  # all done: let the workers exit on their own
+    except BaseException:
+        pool.terminate()
+        raise
+    finally:
+        pool.join()
 
 
 def summarise(mode: str, results: list[JobResult], wall: float, workers: int) -> dict:

@@ -11,6 +11,7 @@ straight to normalised (x, y) and depth.
 from __future__ import annotations
 
 import math
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -165,6 +166,18 @@ def camera_of(model: mujoco.MjModel, data: mujoco.MjData, name: str = CAMERA, si
     )
 
 
+def _check_gl_backend() -> None:
+    """Fail clearly when mujoco was imported (before policies.sim) without MUJOCO_GL on a headless machine."""
+    from mujoco.rendering.classic import gl_context
+
+    backend = getattr(getattr(gl_context, "GLContext", None), "__module__", "")
+    if backend.endswith("glfw") and not os.environ.get("DISPLAY"):
+        raise RuntimeError(
+            "MuJoCo picked the windowed GLFW renderer but there is no display. Set MUJOCO_GL=egl (or osmesa) "
+            "before starting Python, or import policies.sim before mujoco."
+        )
+
+
 class SceneRenderer:
     """RGB, depth (metres along the view axis) and segmentation (geom ids, −1 = nothing) from one camera."""
 
@@ -173,6 +186,7 @@ class SceneRenderer:
     ) -> None:
         self.size = size
         self.camera = camera
+        _check_gl_backend()
         model.vis.global_.offwidth = max(model.vis.global_.offwidth, size[0])
         model.vis.global_.offheight = max(model.vis.global_.offheight, size[1])
         self._renderer = mujoco.Renderer(model, height=size[1], width=size[0])
