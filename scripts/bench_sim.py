@@ -84,7 +84,8 @@ def main() -> None:
 
     rows = {task: steps_per_second(task) for task in ("pick_place", "pour", "open_drawer", "fold_cloth")}
     print(
-        f"\nim2flow2act sim benchmark — {os.cpu_count()} CPU cores, 256x256 images, 10 Hz control, 50 substeps\n"
+        f"\nim2flow2act sim benchmark — {os.cpu_count()} CPU cores, 256x256 images, "
+        "10 Hz control, 50 substeps\n"
     )
     print(
         f"{'task':<14}{'steps/s no render':>19}{'steps/s + render':>18}{'physics only':>14}{'render fps':>12}"
