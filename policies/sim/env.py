@@ -217,6 +217,13 @@ class SimEnv:
         return camera_of(self.model, self.data, size=self.scene.image_size)
 
     def close(self) -> None:
+        """Free the GL renderer now (on this thread), instead of whenever the garbage collector runs."""
         if self._renderer is not None:
             self._renderer.close()
             self._renderer = None
+
+    def __enter__(self) -> SimEnv:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()

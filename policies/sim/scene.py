@@ -13,7 +13,7 @@ from __future__ import annotations
 import math
 import os
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import mujoco
@@ -38,9 +38,11 @@ class SceneConfig:
     with_sphere: bool = False
     """The floating sphere agent of the 'human' demonstrations (replaces the robot)."""
     robot_mjcf: str | None = None
-    """Optional path to a user-supplied MJCF ``<body>`` for the arm (same joint and site names)."""
-    extra_assets: list[str] = field(default_factory=list)
-    extra_bodies: list[str] = field(default_factory=list)
+    """Optional path to a user-supplied MJCF ``<body>`` for the arm, e.g. with the real UR5e meshes. It must
+    keep the joint names of ``policies.sim.robot`` (ARM_JOINTS, GRIPPER_JOINTS), the ``gripper`` body and
+    the ``ee`` site; mesh assets go in ``robot_assets``."""
+    robot_assets: str | None = None
+    """Optional path to an MJCF ``<asset>`` fragment (meshes, materials) the custom arm refers to."""
 
 
 SPHERE_RADIUS = 0.03
@@ -59,10 +61,11 @@ def build_xml(
     cfg: SceneConfig, assets: list[str], bodies: list[str], extra_equality: Sequence[str] = ()
 ) -> str:
     """The whole MJCF of a scene with the given object assets, bodies and extra equality constraints."""
-    robot = ""
+    robot = robot_assets = ""
     actuators = equality = ""
     if cfg.with_robot:
         robot = Path(cfg.robot_mjcf).read_text() if cfg.robot_mjcf else ur5e_body()
+        robot_assets = Path(cfg.robot_assets).read_text() if cfg.robot_assets else ""
         actuators, equality = robot_actuators(), robot_equality()
     sphere = sphere_body() if cfg.with_sphere else ""
     w, h = cfg.image_size
@@ -85,7 +88,7 @@ def build_xml(
     <texture name="floor_tex" type="2d" builtin="checker" width="128" height="128" rgb1="0.3 0.32 0.35"
              rgb2="0.25 0.27 0.3"/>
     <material name="floor_mat" texture="floor_tex" texrepeat="8 8" reflectance="0"/>
-    {"".join(assets)}{"".join(cfg.extra_assets)}
+    {"".join(assets)}{robot_assets}
   </asset>
   <worldbody>
     <light name="top" pos="0 0 2.0" dir="0 0 -1" diffuse="0.5 0.5 0.5" castshadow="false"/>
@@ -93,7 +96,7 @@ def build_xml(
     <geom name="table" type="box" size="0.6 0.6 0.05" pos="0 -0.1 -0.05" material="table_mat" friction="1 0.01 0.001"/>
     <camera name="{CAMERA}" mode="fixed" pos="{_vec(cfg.camera_pos)}" xyaxes="{_vec(_xyaxes(cfg))}"
             fovy="{cfg.camera_fovy}"/>
-    {robot}{sphere}{"".join(bodies)}{"".join(cfg.extra_bodies)}
+    {robot}{sphere}{"".join(bodies)}
   </worldbody>
   <actuator>{actuators}</actuator>
   <equality>{equality}{"".join(extra_equality)}</equality>

@@ -172,7 +172,10 @@ class PickPlace(_TableTask):
         )
 
     def expert(self, model, data, rng):
-        waypoints, above = self._grasp_waypoints(model, data, rng, 0.0)
+        return self._place(model, data, rng, grasp_jitter=0.0)
+
+    def _place(self, model, data, rng, grasp_jitter: float) -> list[Waypoint]:
+        waypoints, above = self._grasp_waypoints(model, data, rng, grasp_jitter)
         p = _body_pos(model, data, "plate")
         place = np.array([p[0], p[1], MUG_HEIGHT / 2 + 0.025])
         rot = _yaw_rotation(0.0)
@@ -184,7 +187,7 @@ class PickPlace(_TableTask):
         ]
 
     def human(self, model, data, rng):
-        return _humanise(self.expert(model, data, rng), rng)
+        return _humanise(self._place(model, data, rng, grasp_jitter=0.015), rng)
 
 
 @TASKS.register("pour", TaskConfig)
@@ -198,7 +201,10 @@ class Pour(_TableTask):
         return bool(np.linalg.norm(m[:2] - b[:2]) < BOWL_RADIUS + 0.02 and m[2] > 0.06 and tilt > 60)
 
     def expert(self, model, data, rng):
-        waypoints, above = self._grasp_waypoints(model, data, rng, 0.0)
+        return self._pour(model, data, rng, grasp_jitter=0.0)
+
+    def _pour(self, model, data, rng, grasp_jitter: float) -> list[Waypoint]:
+        waypoints, above = self._grasp_waypoints(model, data, rng, grasp_jitter)
         b = _body_pos(model, data, "bowl")
         side = 1.0 if b[0] < 0 else -1.0  # hold the mug beside the bowl's centre, tip it towards it
         over = np.array([b[0] + side * 0.05, b[1], 0.22])
@@ -213,7 +219,7 @@ class Pour(_TableTask):
         ]
 
     def human(self, model, data, rng):
-        return _humanise(self.expert(model, data, rng), rng)
+        return _humanise(self._pour(model, data, rng, grasp_jitter=0.015), rng)
 
 
 # --------------------------------------------------------------------------- drawer

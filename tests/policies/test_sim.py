@@ -10,7 +10,19 @@ from policies.sim.scene import SceneConfig
 from policies.sim.tasks import TASKS
 from preprocessing.tracks import to_pixels
 
-SMALL = SceneConfig(image_size=(128, 128))
+
+@pytest.fixture
+def make_env():
+    """Build environments and close their renderers at teardown (on the test's own thread)."""
+    envs = []
+
+    def make(task: str, embodiment: str = "robot", scene: SceneConfig | None = None) -> SimEnv:
+        envs.append(SimEnv(task, embodiment, scene or SceneConfig(image_size=(128, 128))))
+        return envs[-1]
+
+    yield make
+    for env in envs:
+        env.close()
 
 
 def object_state(env: SimEnv) -> np.ndarray:
@@ -19,8 +31,8 @@ def object_state(env: SimEnv) -> np.ndarray:
 
 
 @pytest.mark.parametrize("name", TASKS.names())
-def test_every_task_resets_steps_renders_and_its_expert_succeeds(name):
-    env = SimEnv(name, "robot", SceneConfig(image_size=(128, 128)))
+def test_every_task_resets_steps_renders_and_its_expert_succeeds(name, make_env):
+    env = make_env(name)
     env.reset(1)
     layout_1 = object_state(env)
     env.reset(2)
@@ -33,12 +45,11 @@ def test_every_task_resets_steps_renders_and_its_expert_succeeds(name):
     for action in follow(env, env.task.expert(env.model, env.data, np.random.default_rng(3))):
         env.step(action)
     assert env.success(), f"the scripted expert should solve {name}"
-    env.close()
 
 
 @pytest.mark.parametrize("name", TASKS.names())
-def test_doing_nothing_is_not_a_success(name):
-    env = SimEnv(name, "robot", SMALL)
+def test_doing_nothing_is_not_a_success(name, make_env):
+    env = make_env(name)
     env.reset(4)
     hold = Action(*env.ee_pose(), 0.1)
     for _ in range(20):
@@ -47,24 +58,24 @@ def test_doing_nothing_is_not_a_success(name):
 
 
 @pytest.mark.parametrize("name", ["pick_place", "fold_cloth"])
-def test_sphere_agent_demonstration_succeeds(name):
-    env = SimEnv(name, "sphere", SMALL)
+def test_sphere_agent_demonstration_succeeds(name, make_env):
+    env = make_env(name, "sphere")
     rollout = record(env, 5, lambda e, r: follow(e, e.task.human(e.model, e.data, r)))
     assert rollout.success
     ep = rollout.episode
     assert ep.attrs["embodiment"] == "sphere" and ep.source == f"sim:{name}:5"
 
 
-def test_same_seed_same_first_frame_for_pick_place_and_pour():
-    a, b = SimEnv("pick_place", "robot", SMALL), SimEnv("pour", "robot", SMALL)
+def test_same_seed_same_first_frame_for_pick_place_and_pour(make_env):
+    a, b = make_env("pick_place"), make_env("pour")
     a.reset(11)
     b.reset(11)
     np.testing.assert_array_equal(a.render(), b.render())
     assert a.task.instruction != b.task.instruction
 
 
-def test_ground_truth_tracks_agree_with_the_renderer():
-    env = SimEnv("pick_place", "robot", SMALL)
+def test_ground_truth_tracks_agree_with_the_renderer(make_env):
+    env = make_env("pick_place")
     rollout = record(env, 6, lambda e, r: follow(e, e.task.expert(e.model, e.data, r)))
     ep = rollout.episode
     seg = ep.arrays["segmentation"]
@@ -87,8 +98,8 @@ def test_ground_truth_tracks_agree_with_the_renderer():
     np.testing.assert_allclose(ep.tracks[0], ep.queries[:, 1:], atol=1.5 / 128)
 
 
-def test_play_records_actions_proprio_and_state():
-    env = SimEnv("open_drawer", "robot", SMALL)
+def test_play_records_actions_proprio_and_state(make_env):
+    env = make_env("open_drawer")
     rollout = record(env, 7, lambda e, r: play_actions(e, r, 2))
     ep = rollout.episode
     t = ep.num_frames
@@ -105,3 +116,19 @@ def test_action_vector_round_trip():
     b = Action.from_vector(a.as_vector())
     np.testing.assert_allclose(b.rotation, rot, atol=1e-6)
     np.testing.assert_allclose(b.position, a.position, atol=1e-6)
+
+
+def test_a_user_supplied_arm_mjcf_loads_through_the_same_path(tmp_path, make_env):
+    from policies.sim.robot import ur5e_body
+
+    arm = tmp_path / "my_ur5e.xml"
+    arm.write_text(ur5e_body().replace('rgba="0.45 0.6 0.75 1"', 'rgba="0.2 0.8 0.2 1"'))
+    custom = make_env("pick_place", scene=SceneConfig(image_size=(128, 128), robot_mjcf=str(arm)))
+    default = make_env("pick_place")
+    custom.reset(0)
+    default.reset(0)
+    assert custom.model.nq == default.model.nq
+    assert not np.array_equal(custom.render(), default.render())  # the green arm is drawn
+    for action in follow(custom, custom.task.expert(custom.model, custom.data, np.random.default_rng(0))):
+        custom.step(action)
+    assert custom.success()
