@@ -145,11 +145,18 @@ class _TableTask(Task):
     def grasp_points(self, model, data):
         return {"mug": _body_pos(model, data, "mug")}
 
+    def grip_rotation(self, model, data) -> np.ndarray:
+        """Top-down, fingers closing across the handle (not onto it), with the least wrist turn."""
+        handle = data.xmat[model.body("mug").id].reshape(3, 3)[:, 0]
+        yaw = math.atan2(handle[1], handle[0]) + math.pi / 2
+        yaw = (yaw + math.pi / 2) % math.pi - math.pi / 2
+        return _yaw_rotation(yaw)
+
     def _grasp_waypoints(self, model, data, rng, jitter: float) -> tuple[list[Waypoint], np.ndarray]:
         m = _body_pos(model, data, "mug")
         grasp = m + np.array([0, 0, 0.01]) + rng.uniform(-jitter, jitter, 3) * [1, 1, 0]
         above = grasp + [0, 0, 0.15]
-        rot = _yaw_rotation(0.0)
+        rot = self.grip_rotation(model, data)
         return [
             Waypoint(above, OPEN, 12, rot),
             Waypoint(grasp, OPEN, 8, rot),
@@ -178,7 +185,7 @@ class PickPlace(_TableTask):
         waypoints, above = self._grasp_waypoints(model, data, rng, grasp_jitter)
         p = _body_pos(model, data, "plate")
         place = np.array([p[0], p[1], MUG_HEIGHT / 2 + 0.025])
-        rot = _yaw_rotation(0.0)
+        rot = waypoints[-1].rotation
         return waypoints + [
             Waypoint(place + [0, 0, 0.15], CLOSED, 14, rot),
             Waypoint(place, CLOSED, 8, rot),
@@ -208,7 +215,7 @@ class Pour(_TableTask):
         b = _body_pos(model, data, "bowl")
         side = 1.0 if b[0] < 0 else -1.0  # hold the mug beside the bowl's centre, tip it towards it
         over = np.array([b[0] + side * 0.05, b[1], 0.22])
-        rot = _yaw_rotation(0.0)
+        rot = waypoints[-1].rotation
         angle = -side * 1.4  # tip the mug's top towards the bowl's centre, ~80°
         c, s = math.cos(angle), math.sin(angle)
         tip = np.array([[c, 0, s], [0, 1, 0], [-s, 0, c]])  # about world y: the mug tips sideways
@@ -337,14 +344,15 @@ class FoldCloth(Task):
         a, b = c[moved], c[target]
         rot = _yaw_rotation(0.0)
         mid = (a + b) / 2 + [0, 0, 0.12]
+        drop = b + [0, 0, 0.06]  # let the corner fall onto its target: pressing it down drags the cloth
         return [
             Waypoint(a + [0, 0, 0.1], OPEN, 10, rot),
             Waypoint(a + [0, 0, 0.003], OPEN, 8, rot),
             Waypoint(a + [0, 0, 0.003], CLOSED, 5, rot),
-            Waypoint(mid, CLOSED, 10, rot),
-            Waypoint(b + [0, 0, 0.03], CLOSED, 10, rot),
-            Waypoint(b + [0, 0, 0.03], OPEN, 4, rot),
-            Waypoint(b + [0, 0, 0.1], OPEN, 5, rot),
+            Waypoint(mid, CLOSED, 14, rot),
+            Waypoint(drop, CLOSED, 14, rot),
+            Waypoint(drop, OPEN, 4, rot),
+            Waypoint(drop + [0, 0, 0.07], OPEN, 8, rot),
         ]
 
     def human(self, model, data, rng):
