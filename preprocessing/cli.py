@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+import time
 from pathlib import Path
 from typing import Annotated
 
@@ -9,59 +11,104 @@ import typer
 
 from preprocessing.config import ConfigError, load_config
 from preprocessing.dataset import DatasetError, FlowDataset
-from preprocessing.ingest import IngestConfig, ingest_video
+from preprocessing.grounding import ModelNotAvailable
+from preprocessing.ingest import IngestConfig, ingest_batch, summary_table, write_summary
 from preprocessing.registry import UnknownComponentError
-from preprocessing.video import VideoError
+from preprocessing.sources import is_url, parse_box, resolve_inputs
+
+_OVERRIDE = re.compile(r"^[A-Za-z_][\w.]*=")
 
 
-def parse_box(text: str) -> tuple[float, float, float, float]:
-    """``"x0,y0,x1,y1"`` → four floats, with an error that shows the expected form."""
-    parts = [p for p in text.replace(" ", "").split(",") if p]
-    try:
-        values = tuple(float(p) for p in parts)
-    except ValueError:
-        values = ()
-    if len(values) != 4:
-        raise typer.BadParameter(f"{text!r}: expected four numbers x0,y0,x1,y1 in pixels of the video")
-    return values  # type: ignore[return-value]
+def split_arguments(arguments: list[str]) -> tuple[list[str], list[str]]:
+    """Positional arguments → (inputs, key=value overrides); an existing path is always an input."""
+    inputs, overrides = [], []
+    for arg in arguments:
+        if _OVERRIDE.match(arg) and not is_url(arg) and not Path(arg).exists():
+            overrides.append(arg)
+        else:
+            inputs.append(arg)
+    return inputs, overrides
 
 
 def ingest(
-    video: Annotated[Path, typer.Argument(help="Video file to ingest.")],
-    overrides: Annotated[
-        list[str] | None, typer.Argument(help="Config overrides as key=value, e.g. grid_size=16 stride=2.")
-    ] = None,
-    box: Annotated[
-        str, typer.Option(help="Object box x0,y0,x1,y1 in pixels of the video's first frame.")
+    arguments: Annotated[
+        list[str],
+        typer.Argument(
+            help="Videos, folders, manifests (.csv/.jsonl), http(s) URLs; and key=value config overrides."
+        ),
+    ],
+    prompt: Annotated[
+        str, typer.Option(help="The object to track, e.g. 'red cup' (manifest column object_prompt).")
     ] = "",
-    task: Annotated[str, typer.Option(help="Instruction text stored with the episode.")] = "",
+    task: Annotated[
+        str, typer.Option(help="Instruction text stored with each episode (manifest column task).")
+    ] = "",
+    box: Annotated[
+        str,
+        typer.Option(
+            help="Object box x0,y0,x1,y1 in pixels of the first frame (implies --grounder manifest)."
+        ),
+    ] = "",
+    grounder: Annotated[
+        str | None, typer.Option(help="manifest | motion | grounding-dino | owlv2 (default: config).")
+    ] = None,
+    segmenter: Annotated[str | None, typer.Option(help="Optional mask in the box: sam.")] = None,
     out: Annotated[
-        Path, typer.Option(help="Output folder: dataset.zarr, overlays/, ingest_config.yaml.")
+        Path, typer.Option(help="Output folder: dataset.zarr, overlays/, summary.json, ingest_config.yaml.")
     ] = Path("outputs/ingest"),
-    object_prompt: Annotated[str, typer.Option(help="Name of the manipulated object, e.g. 'red cup'.")] = "",
+    workers: Annotated[int, typer.Option(help="Worker processes.")] = 1,
+    overlay: Annotated[
+        bool | None,
+        typer.Option("--overlay/--no-overlay", help="Overlay mp4 per episode (default: when ≤ 20 videos)."),
+    ] = None,
+    strict: Annotated[bool, typer.Option(help="Exit with code 1 if any video failed.")] = False,
     config: Annotated[
         Path | None, typer.Option(help="YAML config (configs/preprocessing/ingest.yaml).")
     ] = None,
-    name: Annotated[str | None, typer.Option(help="Episode name (default: from the file name).")] = None,
+    name: Annotated[
+        str | None, typer.Option(help="Episode name for a single input (default: from the file name).")
+    ] = None,
+    object_prompt: Annotated[str, typer.Option(hidden=True)] = "",
 ) -> None:
-    """Track a grid of points on the object in VIDEO and store them as one flow-dataset episode."""
-    if not box:
-        raise typer.BadParameter("give the object box with --box x0,y0,x1,y1 (pixels)", param_hint="--box")
+    """Turn human videos into object flow: find the object, track a grid of points on it, store episodes."""
+    inputs, overrides = split_arguments(arguments)
     try:
-        cfg = load_config(IngestConfig, config, overrides or [])
-        result = ingest_video(video, parse_box(box), task, out, cfg, object_prompt=object_prompt, name=name)
-    except (ConfigError, VideoError, DatasetError, UnknownComponentError, ValueError) as err:
-        typer.secho(f"error: {err}", fg=typer.colors.RED, err=True)
-        raise typer.Exit(code=2) from err
-    if not result.written:
-        typer.echo(f"{result.name}: already in {out / 'dataset.zarr'}, skipped")
-        return
-    typer.echo(
-        f"{result.name}: {result.num_frames} frames x {result.num_points} points in {result.seconds:.1f} s "
-        f"→ {out / 'dataset.zarr'}"
-    )
-    if result.overlay:
-        typer.echo(f"overlay: {result.overlay}")
+        cfg = load_config(IngestConfig, config, overrides)
+        given_box = parse_box(box) if box else None
+        if grounder:
+            cfg.grounder = grounder
+        elif given_box is not None:
+            cfg.grounder = "manifest"
+        if segmenter:
+            cfg.segmenter = segmenter
+        if overlay is not None:
+            cfg.overlay = overlay
+    except (ConfigError, ValueError) as err:
+        _fail(err)
+    if not inputs:
+        _fail("give at least one video, folder, manifest or URL")
+    items, bad = resolve_inputs(inputs, task=task, object_prompt=prompt or object_prompt, box=given_box)
+    if name is not None and len(items) == 1:
+        items[0].name = name
+    if cfg.grounder == "manifest" and any(item.box is None for item in items):
+        hint = "pass --box x0,y0,x1,y1, add a box column to the manifest, or use --grounder motion"
+        _fail(f"no object box for {sum(i.box is None for i in items)} input(s): {hint}")
+    started = time.perf_counter()
+    try:
+        results = ingest_batch(items, cfg, out, workers=workers)
+    except (ConfigError, UnknownComponentError, ModelNotAvailable, DatasetError) as err:
+        suggestion = "\n(no weights needed: --grounder motion, or give the box with --box)"
+        _fail(f"{err}{suggestion if isinstance(err, ModelNotAvailable) else ''}")
+    typer.echo(summary_table(results, bad))
+    path = write_summary(out, results, bad, time.perf_counter() - started)
+    typer.echo(f"→ {out / 'dataset.zarr'}, {path}")
+    if strict and (bad or any(r.status == "failed" for r in results)):
+        raise typer.Exit(code=1)
+
+
+def _fail(message) -> None:
+    typer.secho(f"error: {message}", fg=typer.colors.RED, err=True)
+    raise typer.Exit(code=2)
 
 
 def inspect(dataset: Annotated[Path, typer.Argument(help="A flow dataset (.zarr folder).")]) -> None:
@@ -70,8 +117,7 @@ def inspect(dataset: Annotated[Path, typer.Argument(help="A flow dataset (.zarr 
         ds = FlowDataset(dataset)
         ds.validate()
     except DatasetError as err:
-        typer.secho(f"error: {err}", fg=typer.colors.RED, err=True)
-        raise typer.Exit(code=2) from err
+        _fail(err)
     typer.echo(f"{dataset}: kind={ds.kind} schema_version={ds.attrs['schema_version']} episodes={len(ds)}")
     for row in ds.index():
         typer.echo(f"  {row.name:<28} T={row.num_frames:<5} N={row.num_points:<5} {row.task!r}")

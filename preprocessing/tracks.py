@@ -13,6 +13,7 @@ what ``cv2.resize`` assumes), which matters because we track at one resolution a
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
 
 import numpy as np
@@ -101,6 +102,24 @@ def resample_tracks(
     exact = frac[:, 0, 0] == 0
     vis = np.where(exact[:, None], visibility[lo], visibility[lo] & visibility[hi])
     return out.astype(np.float32), vis, times
+
+
+def moving_mask(
+    tracks: np.ndarray, visibility: np.ndarray, threshold_px: float = 2.5, frame_px: int = 256
+) -> np.ndarray:
+    """(N,) points whose visible positions span more than ``threshold_px`` in a ``frame_px`` frame.
+
+    The span is the larger side of the box around a point's visible positions (the reference's "largest
+    distance moved", in pixels of a 256×256 frame); a point seen fewer than twice does not move.
+    """
+    validate_tracks(tracks, visibility)
+    px = tracks * float(frame_px)
+    big = np.where(visibility[..., None], px, np.nan)
+    seen = visibility.sum(axis=0) > 1
+    with np.errstate(invalid="ignore"), warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN columns for never-seen points
+        span = np.nanmax(big, axis=0) - np.nanmin(big, axis=0)
+    return seen & (np.nan_to_num(span, nan=0.0).max(axis=-1) > threshold_px)
 
 
 def grid_in_box(box: Sequence[float], grid_size: int = 32, t: float = 0.0) -> np.ndarray:

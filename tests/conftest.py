@@ -40,3 +40,34 @@ def moving_texture(num_frames: int = 24, size: int = 256, seed: int = 0, step=(1
 @pytest.fixture
 def texture_video():
     return moving_texture()
+
+
+@pytest.fixture
+def http_server(tmp_path):
+    """Serve ``tmp_path / "www"`` on 127.0.0.1 (a free port) for the test; yields (base_url, folder)."""
+    import functools
+    import http.server
+    import threading
+
+    root = tmp_path / "www"
+    root.mkdir()
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(root))
+    handler.log_message = lambda *args: None  # type: ignore[attr-defined]
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    server.handle_error = lambda *args: None  # a client that hangs up early (size cap) is expected
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}", root
+    server.shutdown()
+    server.server_close()
+
+
+@pytest.fixture
+def closed_port_url():
+    """A URL on 127.0.0.1 where nothing listens (connection refused at once)."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    return f"http://127.0.0.1:{port}/video.mp4"

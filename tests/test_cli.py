@@ -49,7 +49,7 @@ def test_ingest_real_clip_then_rerun_skips(tmp_path, clip_path):
         BOX,
         "--task",
         "put the red cup down",
-        "--object-prompt",
+        "--prompt",
         "red cup",
         "--out",
         str(out),
@@ -59,7 +59,7 @@ def test_ingest_real_clip_then_rerun_skips(tmp_path, clip_path):
     ]
     result = run(*args)
     assert result.returncode == 0, result.stderr
-    assert "24 frames x 64 points" in result.stdout
+    assert "1 written, 0 skipped, 0 failed; 24 frames" in result.stdout
 
     ds = FlowDataset(out / "dataset.zarr", kind="video")
     view = ds["cups_clip"]
@@ -72,27 +72,31 @@ def test_ingest_real_clip_then_rerun_skips(tmp_path, clip_path):
     assert (queries[:, 1] > 136 / 640).all() and (queries[:, 1] < 228 / 640).all()
     np.testing.assert_allclose(view.tracks[0], queries[:, 1:], atol=1e-6)
     assert view.visibility[0].all() and view.visibility.mean() > 0.1
+    assert view.array("tracks_resampled").shape == (32, 64, 2) and view.array("moving").shape == (64,)
     resolved = yaml.safe_load((out / "ingest_config.yaml").read_text())
     assert resolved["grid_size"] == 8 and resolved["stride"] == 2
     overlay = probe_video(out / "overlays" / "cups_clip.mp4")
     assert (overlay.num_frames, overlay.height) == (24, 360)
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["written"] == 1 and summary["frames"] == 24
 
     again = run(*args)
-    assert again.returncode == 0 and "skipped" in again.stdout
+    assert again.returncode == 0 and "0 written, 1 skipped" in again.stdout
     assert run("inspect", str(out / "dataset.zarr")).stdout.count("cups_clip") == 1
 
 
 @pytest.mark.parametrize(
     ("extra", "message"),
     [
-        (["--box", "1,2,3"], "expected four numbers"),
-        (["--box", "0,0,9000,10"], "outside the 640x360 image"),
+        (["--box", "1,2,3"], "must be four numbers"),
         (["--box", BOX, "grid_sise=4"], "did you mean 'grid_size'"),
         (["--box", BOX, "tracker=cotraker"], "unknown tracker 'cotraker'"),
         (["--box", BOX, "tracker_args.win=3"], "unknown config key 'win'"),
+        (["--grounder", "grounding-dino", "grounder_args.model=./no/such/folder"], "does not exist"),
+        ([], "no object box"),
     ],
 )
-def test_bad_arguments_fail_with_a_clear_message(tmp_path, clip_path, extra, message):
+def test_bad_arguments_fail_before_any_work(tmp_path, clip_path, extra, message):
     result = run("ingest", str(clip_path), "--out", str(tmp_path / "o"), *extra)
     assert result.returncode == 2
     assert message in result.stderr + result.stdout
@@ -102,11 +106,28 @@ def test_bad_arguments_fail_with_a_clear_message(tmp_path, clip_path, extra, mes
     )
 
 
-def test_corrupt_video_and_bad_dataset_name_the_input(tmp_path):
+def test_bad_video_is_a_failed_row_and_strict_exits_nonzero(tmp_path, clip_path):
     bad = tmp_path / "broken.mp4"
     bad.write_bytes(b"\x00" * 1000)
-    result = run("ingest", str(bad), "--box", "0,0,10,10", "--out", str(tmp_path / "o"))
-    assert result.returncode == 2 and "broken.mp4" in result.stderr
+    out = tmp_path / "o"
+    result = run(
+        "ingest",
+        str(bad),
+        str(clip_path),
+        "--box",
+        "0,0,500,300",
+        "--out",
+        str(out),
+        "max_frames=8",
+        "grid_size=4",
+    )
+    assert result.returncode == 0, result.stderr
+    assert "broken" in result.stdout and "not a readable video" in result.stdout
+    assert FlowDataset(out / "dataset.zarr").names == ["cups_clip"]
+    strict = run("ingest", str(bad), "--box", "0,0,10,10", "--out", str(out), "--strict")
+    assert strict.returncode == 1
+    outside = run("ingest", str(clip_path), "--box", "0,0,9000,10", "--out", str(tmp_path / "x"), "--strict")
+    assert outside.returncode == 1 and "outside the 640x360 image" in outside.stdout
     result = run("inspect", str(tmp_path / "missing.zarr"))
     assert result.returncode == 2 and "missing.zarr" in result.stderr
 

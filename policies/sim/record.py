@@ -14,6 +14,7 @@ import numpy as np
 from policies.sim.env import Action, SimEnv
 from policies.sim.ground_truth import embodiment_mask, object_labels, sample_points
 from preprocessing.dataset import Episode
+from preprocessing.tracks import moving_mask
 
 Agent = Callable[[SimEnv, np.random.Generator], Iterator[Action]]
 EMBODIMENT_LABEL = 100
@@ -74,7 +75,7 @@ def record(env: SimEnv, seed: int, agent: Agent, config: RecordConfig | None = N
         "proprio": np.stack(proprio),
         "qpos": np.stack(qpos),
         "qvel": np.stack(qvel),
-        "moving": moving_mask(tracks_arr, vis_arr, env.scene.image_size),
+        "moving": moving_mask(tracks_arr, vis_arr, MOVING_THRESHOLD_PX),
         "robot": np.zeros(len(queries), bool),  # sampled on objects only, never on the embodiment
         "point_object": points.object_index,
         "segmentation": np.stack(labels),
@@ -116,14 +117,3 @@ def segmentation_labels(env: SimEnv, seg: np.ndarray) -> np.ndarray:
     out = object_labels(env.model, seg, env.task.tracked).astype(np.int8)
     out[embodiment_mask(env.model, seg)] = EMBODIMENT_LABEL
     return out
-
-
-def moving_mask(tracks: np.ndarray, visibility: np.ndarray, image_size: tuple[int, int]) -> np.ndarray:
-    """(N,) points whose visible positions span more than MOVING_THRESHOLD_PX in a 256-pixel frame."""
-    scale = np.array([256.0, 256.0])
-    moving = np.zeros(tracks.shape[1], bool)
-    for i in range(tracks.shape[1]):
-        seen = tracks[visibility[:, i], i] * scale
-        if len(seen) > 1:
-            moving[i] = np.ptp(seen, axis=0).max() > MOVING_THRESHOLD_PX
-    return moving

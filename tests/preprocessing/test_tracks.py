@@ -6,6 +6,7 @@ from preprocessing.tracks import (
     box_to_normalized,
     grid_in_box,
     grid_in_mask,
+    moving_mask,
     resample_tracks,
     to_normalized,
     to_pixels,
@@ -89,3 +90,15 @@ def test_validate_tracks_names_the_problem():
     bad[0, 0, 0] = np.nan
     with pytest.raises(TrackShapeError, match="NaN"):
         validate_tracks(bad, vis)
+
+
+def test_moving_mask_uses_visible_positions_in_256_pixels():
+    t = 10
+    tracks = np.full((t, 3, 2), 0.5, np.float32)
+    tracks[:, 0, 0] = np.linspace(0.5, 0.52, t)  # 5.1 px in a 256 frame: moving
+    tracks[:, 1, 0] = np.linspace(0.5, 0.505, t)  # 1.3 px: still
+    tracks[5, 2, 0] = 0.9  # a jump, but only while not visible: still
+    vis = np.ones((t, 3), bool)
+    vis[5, 2] = False
+    np.testing.assert_array_equal(moving_mask(tracks, vis), [True, False, False])
+    np.testing.assert_array_equal(moving_mask(tracks, vis, threshold_px=1.0), [True, True, False])

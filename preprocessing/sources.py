@@ -1,0 +1,179 @@
+"""What to ingest: video files, folders, manifests (CSV / JSONL) and http(s) URLs → a list of items.
+
+A manifest row names a ``video`` (path relative to the manifest, or a URL) and may give ``task``,
+``object_prompt``, ``box`` ("x0,y0,x1,y1" in pixels of the video, or a JSON list), ``start``/``end``
+(seconds) and ``name``. Problems with one input are returned as :class:`BadInput` entries so a batch can
+report them and go on with the rest.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+VIDEO_SUFFIXES = (".mp4", ".mov", ".mkv", ".avi", ".webm", ".m4v", ".mpg", ".mpeg", ".gif")
+MANIFEST_SUFFIXES = (".csv", ".jsonl")
+MANIFEST_COLUMNS = ("video", "task", "object_prompt", "box", "start", "end", "name")
+
+
+@dataclass
+class VideoItem:
+    """One video to ingest, with everything known about it before grounding."""
+
+    video: str
+    """A local path or an http(s) URL."""
+    task: str = ""
+    object_prompt: str = ""
+    box: tuple[float, float, float, float] | None = None
+    """Object box in pixels of the video, when given (the ``manifest`` grounder uses it)."""
+    start: float | None = None
+    end: float | None = None
+    name: str | None = None
+    origin: str = ""
+    """Where the item came from (the argument or ``manifest.csv:row 3``), for messages."""
+
+    @property
+    def is_url(self) -> bool:
+        return is_url(self.video)
+
+
+@dataclass
+class BadInput:
+    """An input that cannot become an item; reported in the batch summary."""
+
+    source: str
+    reason: str
+
+
+def is_url(text: str) -> bool:
+    return text.startswith(("http://", "https://"))
+
+
+def resolve_inputs(
+    inputs: list[str], task: str = "", object_prompt: str = "", box: tuple[float, ...] | None = None
+) -> tuple[list[VideoItem], list[BadInput]]:
+    """Expand files, folders, manifests and URLs into items; command-line task/prompt/box are defaults."""
+    items: list[VideoItem] = []
+    bad: list[BadInput] = []
+    defaults = {"task": task, "object_prompt": object_prompt, "box": tuple(box) if box else None}
+    for raw in inputs:
+        if is_url(raw):
+            items.append(VideoItem(raw, origin=raw, **defaults))
+            continue
+        path = Path(raw)
+        if not path.exists():
+            bad.append(BadInput(raw, "no such file or folder"))
+        elif path.is_dir():
+            videos = sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in VIDEO_SUFFIXES)
+            if not videos:
+                bad.append(BadInput(raw, f"folder has no video files ({', '.join(VIDEO_SUFFIXES)})"))
+            items += [VideoItem(str(p), origin=str(p), **defaults) for p in videos]
+        elif path.suffix.lower() in MANIFEST_SUFFIXES:
+            rows, problems = read_manifest(path, defaults)
+            items += rows
+            bad += problems
+        else:
+            items.append(VideoItem(str(path), origin=str(path), **defaults))
+    return items, bad
+
+
+def read_manifest(path: Path, defaults: dict | None = None) -> tuple[list[VideoItem], list[BadInput]]:
+    """Rows of a CSV or JSONL manifest; a missing ``video`` column fails the whole manifest, clearly."""
+    defaults = defaults or {}
+    try:
+        rows = _read_rows(path)
+    except (OSError, ValueError, csv.Error) as err:
+        return [], [BadInput(str(path), f"unreadable manifest: {err}")]
+    if not rows:
+        return [], [BadInput(str(path), "manifest has no rows")]
+    columns = set().union(*(r.keys() for r in rows))
+    if "video" not in columns:
+        return [], [
+            BadInput(
+                str(path),
+                f"manifest has no 'video' column (columns: {', '.join(sorted(columns))}; "
+                f"expected {', '.join(MANIFEST_COLUMNS)})",
+            )
+        ]
+    unknown = sorted(columns - set(MANIFEST_COLUMNS))
+    if unknown:
+        return [], [
+            BadInput(
+                str(path),
+                f"unknown manifest column(s) {', '.join(unknown)}; expected {', '.join(MANIFEST_COLUMNS)}",
+            )
+        ]
+    items, bad = [], []
+    for number, row in enumerate(rows, start=1):
+        where = f"{path}:row {number}"
+        try:
+            items.append(_item_from_row(row, path.parent, where, defaults))
+        except ValueError as err:
+            bad.append(BadInput(where, str(err)))
+    return items, bad
+
+
+def _read_rows(path: Path) -> list[dict]:
+    if path.suffix.lower() == ".csv":
+        with path.open(newline="") as fh:
+            return [{k.strip(): (v or "").strip() for k, v in row.items() if k} for row in csv.DictReader(fh)]
+    rows = []
+    for number, line in enumerate(path.read_text().splitlines(), start=1):
+        if line.strip():
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as err:
+                raise ValueError(f"line {number} is not JSON ({err.msg})") from err
+            if not isinstance(row, dict):
+                raise ValueError(f"line {number} is not a JSON object")
+            rows.append(row)
+    return rows
+
+
+def _item_from_row(row: dict, base: Path, where: str, defaults: dict) -> VideoItem:
+    video = str(row.get("video") or "").strip()
+    if not video:
+        raise ValueError("empty 'video' value")
+    if not is_url(video) and not Path(video).is_absolute():
+        video = str(base / video)
+    box = parse_box(row["box"]) if row.get("box") not in (None, "") else defaults.get("box")
+    return VideoItem(
+        video=video,
+        task=str(row.get("task") or defaults.get("task") or ""),
+        object_prompt=str(row.get("object_prompt") or defaults.get("object_prompt") or ""),
+        box=box,
+        start=_seconds(row.get("start"), "start"),
+        end=_seconds(row.get("end"), "end"),
+        name=str(row["name"]) if row.get("name") else None,
+        origin=where,
+    )
+
+
+def parse_box(value) -> tuple[float, float, float, float]:
+    """A box from "x0,y0,x1,y1", "[x0, y0, x1, y1]" or a list."""
+    if isinstance(value, str):
+        text = value.strip().strip("[]()")
+        parts = [p for p in text.replace(" ", ",").split(",") if p]
+    else:
+        parts = list(value)
+    try:
+        numbers = tuple(float(p) for p in parts)
+    except (TypeError, ValueError):
+        numbers = ()
+    if len(numbers) != 4:
+        raise ValueError(f"box {value!r} must be four numbers x0,y0,x1,y1 in pixels")
+    return numbers  # type: ignore[return-value]
+
+
+def _seconds(value, name: str) -> float | None:
+    if value in (None, ""):
+        return None
+    try:
+        seconds = float(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"'{name}' must be a number of seconds, got {value!r}") from None
+    if seconds < 0:
+        raise ValueError(f"'{name}' must not be negative, got {seconds}")
+    return seconds
