@@ -21,8 +21,13 @@ def looks_local(model: str) -> bool:
     return model.startswith(("/", "./", "../", "~")) or Path(model).expanduser().exists()
 
 
-def load_once(kind: str, model: str, device: str, loader: Callable[[str], Any], config_key: str) -> Any:
-    """``loader(model)`` the first time, the cached result afterwards; clear errors when it cannot load."""
+def load_once(
+    kind: str, model: str, device: str, loader: Callable[[str], Any], config_key: str, hub_id: str
+) -> Any:
+    """``loader(model)`` the first time, the cached result afterwards; clear errors when it cannot load.
+
+    ``hub_id`` is the default Hub id of this kind of model, named in the error when a local folder is missing.
+    """
     key = (kind, model, device)
     if key in _CACHE:
         return _CACHE[key]
@@ -45,7 +50,8 @@ def load_once(kind: str, model: str, device: str, loader: Callable[[str], Any], 
     except (OSError, ValueError) as err:
         where = f"the folder {source}" if looks_local(model) else f"the Hub id {source!r} (offline machine?)"
         raise ModelNotAvailable(
-            f"cannot load {kind} from {where}: {str(err).splitlines()[0]}; " + hint.format(hub_id=model)
+            f"cannot load {kind} from {where}: {str(err).splitlines()[0]}; "
+            + hint.format(hub_id=hub_id if looks_local(model) else model)
         ) from err
     _CACHE[key] = loaded
     return loaded

@@ -36,7 +36,12 @@ class SamSegmenter:
         self.config = config or SamConfig()
         c = self.config
         self.model, self.processor = load_once(
-            "sam", c.model, c.device, lambda s: _load_sam(s, c.device), "segmenter_args.model"
+            "sam",
+            c.model,
+            c.device,
+            lambda s: _load_sam(s, c.device),
+            "segmenter_args.model",
+            SamConfig.model,
         )
 
     def segment(self, image: np.ndarray, box: Box) -> np.ndarray:

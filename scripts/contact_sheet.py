@@ -1,7 +1,8 @@
-"""A contact sheet: a few frames (tracks drawn) of one episode per task from each given dataset.
+"""A contact sheet: a few frames (tracks drawn) of one episode per task from each dataset, or of overlay videos.
 
     .venv/bin/python scripts/contact_sheet.py outputs/sim_demos/dataset.zarr outputs/sim_play/dataset.zarr \
         --out docs/sim_contact_sheet.png
+    .venv/bin/python scripts/contact_sheet.py outputs/ingest/overlays/*.mp4 --out docs/ingest_contact_sheet.png
 """
 
 from __future__ import annotations
@@ -14,14 +15,13 @@ import numpy as np
 from PIL import Image
 
 from preprocessing.dataset import FlowDataset
+from preprocessing.video import read_video
 from preprocessing.visualize import draw_tracks
 
 
-def episode_strip(view, columns: int, label: str) -> np.ndarray:
-    frames = np.asarray(view.frames[...])
-    drawn = draw_tracks(frames, view.tracks, view.visibility, trail=6, occluded="hide")
+def strip_of(frames: np.ndarray, columns: int, label: str) -> np.ndarray:
     picks = np.linspace(0, len(frames) - 1, columns).round().astype(int)
-    strip = np.concatenate([drawn[i] for i in picks], axis=1).copy()
+    strip = np.concatenate([frames[i] for i in picks], axis=1).copy()
     cv2.putText(strip, label, (4, 14), cv2.FONT_HERSHEY_SIMPLEX, 0.45, (0, 0, 0), 3, cv2.LINE_AA)
     cv2.putText(strip, label, (4, 14), cv2.FONT_HERSHEY_SIMPLEX, 0.45, (255, 255, 255), 1, cv2.LINE_AA)
     return strip
@@ -29,12 +29,18 @@ def episode_strip(view, columns: int, label: str) -> np.ndarray:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("datasets", nargs="+", type=Path)
+    parser.add_argument(
+        "datasets", nargs="+", type=Path, help="flow datasets (.zarr) or overlay videos (.mp4)"
+    )
     parser.add_argument("--out", type=Path, default=Path("docs/sim_contact_sheet.png"))
     parser.add_argument("--columns", type=int, default=5)
     args = parser.parse_args()
     rows = []
     for path in args.datasets:
+        if path.suffix == ".mp4":  # an overlay video: tracks are already drawn
+            frames, _, _ = read_video(path, size=(320, 240))
+            rows.append(strip_of(frames, args.columns, path.stem))
+            continue
         ds = FlowDataset(path)
         seen: set[str] = set()
         for view in ds:
@@ -43,10 +49,15 @@ def main() -> None:
                 continue
             seen.add(scene)
             label = f"{ds.kind}: {scene} ({view.attrs.get('embodiment', '')}) - {view.task}"
-            rows.append(episode_strip(view, args.columns, label))
+            drawn = draw_tracks(
+                np.asarray(view.frames[...]), view.tracks, view.visibility, trail=6, occluded="hide"
+            )
+            rows.append(strip_of(drawn, args.columns, label))
     sheet = np.concatenate(rows, axis=0)
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(sheet).save(args.out, optimize=True)
+    Image.fromarray(sheet).save(
+        args.out, optimize=True, **({"quality": 85} if args.out.suffix == ".jpg" else {})
+    )
     print(f"{len(rows)} episodes → {args.out} ({sheet.shape[1]}x{sheet.shape[0]})")
 
 

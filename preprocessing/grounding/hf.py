@@ -51,7 +51,12 @@ class GroundingDino(ImageGrounder):
         self.config = config or GroundingDinoConfig()
         c = self.config
         self.model, self.processor = load_once(
-            "grounding-dino", c.model, c.device, lambda s: _load_detector(s, c.device), "grounder_args.model"
+            "grounding-dino",
+            c.model,
+            c.device,
+            lambda s: _load_detector(s, c.device),
+            "grounder_args.model",
+            GroundingDinoConfig.model,
         )
 
     def detect(self, image: np.ndarray, prompt: str) -> list[Box]:
@@ -79,7 +84,12 @@ class Owlv2(ImageGrounder):
         self.config = config or Owlv2Config()
         c = self.config
         self.model, self.processor = load_once(
-            "owlv2", c.model, c.device, lambda s: _load_detector(s, c.device), "grounder_args.model"
+            "owlv2",
+            c.model,
+            c.device,
+            lambda s: _load_detector(s, c.device),
+            "grounder_args.model",
+            Owlv2Config.model,
         )
 
     def detect(self, image: np.ndarray, prompt: str) -> list[Box]:

@@ -5,13 +5,15 @@ first: a homography per frame, fitted with RANSAC to all tracked points (the bac
 so a hand-held camera does not make everything "move". Points whose remaining motion spans more
 than ``threshold_px`` (in a 256-pixel frame) are moving. Moving grid neighbours are joined when their
 motions agree (mean difference below ``coherence_px``), which separates the object from background points
-it drags across or uncovers; the largest joined group's first-frame cells give the box. Groups mostly on
+it drags across or uncovers. The group with the most motion (cells × median span) gives the box, from its
+first-frame cells — a hand lowering a cup beats a torso swaying behind it. Groups mostly on
 the image border in the first frame (an arm coming into view) are skipped when another exists. Good enough
 for one object moving in front of the camera; the prompt is not used.
 """
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -67,15 +69,18 @@ class MotionGrounder(Grounder):
                 f"nothing moved more than {cfg.threshold_px:g} px in the first {len(clip)} frames"
             )
         inner = [c for c in clusters if _border_fraction(c, g) < 0.5]
-        clusters = sorted(inner or clusters, key=len, reverse=True)
-        return [self._box(c, len(clusters[0]), g) for c in clusters]
+        span = _span(px, visibility).reshape(g, g)
+        energy = {id(c): len(c) * float(np.median(span[c[:, 0], c[:, 1]])) for c in inner or clusters}
+        clusters = sorted(inner or clusters, key=lambda c: energy[id(c)], reverse=True)
+        best = energy[id(clusters[0])]
+        return [self._box(c, energy[id(c)] / best, g) for c in clusters]
 
     @staticmethod
-    def _box(cells: np.ndarray, biggest: int, g: int) -> Box:
+    def _box(cells: np.ndarray, score: float, g: int) -> Box:
         rows, cols = cells[:, 0], cells[:, 1]
         x0, x1 = cols.min() / g, (cols.max() + 1) / g
         y0, y1 = rows.min() / g, (rows.max() + 1) / g
-        return Box((float(x0), float(y0), float(x1), float(y1)), score=len(cells) / biggest, label="moving")
+        return Box((float(x0), float(y0), float(x1), float(y1)), score=score, label="moving")
 
 
 def _remove_camera_motion(px: np.ndarray, visibility: np.ndarray) -> np.ndarray:
@@ -120,6 +125,15 @@ def _coherent_groups(
     ids = {c: k + 1 for k, c in enumerate(np.unique(components[flat_moving]))}
     labels[flat_moving] = [ids[c] for c in components[flat_moving]]
     return labels.reshape(g, g)
+
+
+def _span(px: np.ndarray, visibility: np.ndarray) -> np.ndarray:
+    """(N,) larger side of the box around each point's visible positions (0 if seen fewer than twice)."""
+    seen = np.where(visibility[..., None], px, np.nan)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        span = np.nanmax(seen, axis=0) - np.nanmin(seen, axis=0)
+    return np.nan_to_num(span, nan=0.0).max(axis=-1)
 
 
 def _border_fraction(cells: np.ndarray, g: int) -> float:
