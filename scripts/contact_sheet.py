@@ -1,8 +1,8 @@
-"""A contact sheet: a few frames (tracks drawn) of one episode per task from each dataset, or of overlay videos.
+"""A contact sheet: frames (tracks drawn) of one episode per task per dataset, or of overlay videos.
 
     .venv/bin/python scripts/contact_sheet.py outputs/sim_demos/dataset.zarr outputs/sim_play/dataset.zarr \
         --out docs/sim_contact_sheet.png
-    .venv/bin/python scripts/contact_sheet.py outputs/ingest/overlays/*.mp4 --out docs/ingest_contact_sheet.png
+    .venv/bin/python scripts/contact_sheet.py outputs/ingest/overlays/*.mp4 --out docs/ingest_sheet.jpg
 """
 
 from __future__ import annotations
