@@ -40,8 +40,13 @@ def draw_tracks(
     occluded: Occluded = "hollow",
     radius: int | None = None,
     colors: np.ndarray | None = None,
+    hollow_frames: int = 15,
 ) -> np.ndarray:
     """Frames (T, H, W, 3) with each track drawn on its frame; returns new frames.
+
+    An occluded point is drawn as a hollow ring for up to ``hollow_frames`` frames after it was last seen
+    (where it went behind something); a point lost for longer is no longer drawn, so long-lost points do
+    not pile up as clutter.
 
     ``frames`` may also be a single image (H, W, 3): the flow is then drawn over that image at every
     time step (how a generated flow is shown on its initial frame).
@@ -57,10 +62,13 @@ def draw_tracks(
     colors = point_colors(_first_visible(tracks, visibility)) if colors is None else colors
     radius = radius or max(1, round(min(h, w) / 160))
     out = np.empty(frames.shape, np.uint8)
+    lost_for = np.zeros(tracks.shape[1], int)
     for t in range(tracks.shape[0]):
+        lost_for = np.where(visibility[t], 0, lost_for + 1)
         canvas = frames[t].copy()
         _draw_trails(canvas, px, visibility, colors, t, trail, radius)
-        _draw_points(canvas, px[t], visibility[t], colors, radius, occluded)
+        recently = visibility[t] | (lost_for <= hollow_frames)
+        _draw_points(canvas, px[t], visibility[t], colors, radius, occluded, recently)
         out[t] = canvas
     return out
 
@@ -74,7 +82,7 @@ def draw_trajectories(image: np.ndarray, tracks: np.ndarray, visibility: np.ndar
     canvas = image.copy()
     radius = max(1, round(min(h, w) / 160))
     _draw_trails(canvas, px, visibility, colors, tracks.shape[0] - 1, tracks.shape[0], radius)
-    _draw_points(canvas, px[-1], visibility[-1], colors, radius, "hollow")
+    _draw_points(canvas, px[-1], visibility[-1], colors, radius, "hollow", np.ones(len(visibility[-1]), bool))
     return canvas
 
 
@@ -139,8 +147,8 @@ def _draw_trails(canvas, px, visibility, colors, t, trail, radius) -> None:
             cv2.line(canvas, _pt(p), _pt(q), color, thickness, cv2.LINE_AA, shift=4)
 
 
-def _draw_points(canvas, px_t, vis_t, colors, radius, occluded: Occluded) -> None:
-    for i in range(len(px_t)):
+def _draw_points(canvas, px_t, vis_t, colors, radius, occluded: Occluded, shown: np.ndarray) -> None:
+    for i in np.flatnonzero(shown):
         color = tuple(int(c) for c in colors[i])
         if vis_t[i]:
             cv2.circle(canvas, _pt(px_t[i]), radius << 4, color, -1, cv2.LINE_AA, shift=4)

@@ -130,3 +130,33 @@ def test_prompt_with_no_detection_fails_that_video_clearly(tmp_path, clip_path):
         *FAST[:2],
     )
     assert ok.returncode == 2 and "missing-sam" in ok.stderr and "--grounder motion" in ok.stderr
+
+
+def test_grounding_dino_with_sam_mask_end_to_end(tmp_path, clip_path):
+    from tiny_models import save_sam
+
+    detector, sam = save_grounding_dino(tmp_path / "gdino"), save_sam(tmp_path / "sam")
+    out = tmp_path / "out"
+    result = run(
+        "ingest",
+        str(clip_path),
+        "--grounder",
+        "grounding-dino",
+        "--segmenter",
+        "sam",
+        "--prompt",
+        "red cup",
+        "--task",
+        "t",
+        "--out",
+        str(out),
+        f"grounder_args.model={detector}",
+        "grounder_args.box_threshold=0.0",
+        "grounder_args.text_threshold=0.0",
+        f"segmenter_args.model={sam}",
+        *FAST[:2],
+    )
+    assert result.returncode == 0, result.stderr
+    view = FlowDataset(out / "dataset.zarr")["cups_clip"]
+    assert view.attrs["grounder"] == "grounding-dino" and view.array("object_mask").shape == (256, 256)
+    assert 0 < view.num_points <= 64

@@ -38,7 +38,7 @@ class MotionConfig:
     compensate_camera: bool = True
     tracker: str = "lk"
     tracker_args: dict[str, Any] = field(default_factory=dict)
-    max_frames: int = 96
+    max_frames: int = 48
     """Only the first frames are used: enough to see the motion, cheap to track."""
     min_points: int = 4
     """A cluster smaller than this is noise."""

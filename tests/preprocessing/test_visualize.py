@@ -67,3 +67,15 @@ def test_side_by_side_and_still_trajectories(clip_path):
     assert still.shape == frames[0].shape and not np.array_equal(still, frames[0])
     with pytest.raises(ValueError, match="same"):
         side_by_side(frames[0], [a, (a[0][:3], a[1][:3])], labels=("x", "y"))
+
+
+def test_long_lost_points_stop_being_drawn():
+    tracks, vis = simple_flow(t=30, n=2)
+    tracks[:] = tracks[:1]  # standing still
+    vis[:] = True
+    vis[5:, 1] = False  # point 1 is lost from frame 5 on
+    out = draw_tracks(np.zeros((30, 100, 120, 3), np.uint8), tracks, vis, trail=0, radius=3, hollow_frames=10)
+    x, y = np.rint(to_pixels(tracks[0, 1], (120, 100))).astype(int)
+    near = (slice(y - 4, y + 5), slice(x - 4, x + 5))
+    assert out[10][near].any()  # recently lost: a hollow ring
+    assert not out[20][near].any()  # lost for 15 frames: gone
