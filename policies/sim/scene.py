@@ -158,6 +158,15 @@ class Camera:
         return local @ self.rotation.T + self.position
 
 
+def camera_from_attrs(attrs: dict, size: tuple[int, int]) -> Camera:
+    """The camera an episode was recorded with, from the attrs the recorder stores."""
+    focal = float(np.asarray(attrs["camera_intrinsics"])[1, 1])
+    fovy = math.degrees(2 * math.atan(size[1] / 2 / focal))
+    return Camera(
+        size[0], size[1], fovy, np.asarray(attrs["camera_position"]), np.asarray(attrs["camera_rotation"])
+    )
+
+
 def camera_of(model: mujoco.MjModel, data: mujoco.MjData, name: str = CAMERA, size=(256, 256)) -> Camera:
     cam = model.camera(name)
     return Camera(

@@ -1,0 +1,73 @@
+"""Policy training windows over real recorded play, and the normaliser."""
+
+import numpy as np
+import pytest
+import torch
+
+from policies.data import PlayWindows, WindowConfig
+from policies.normalizer import Normalizer
+from policies.sim.generate import GenerateConfig, generate
+from policies.sim.scene import camera_from_attrs
+from preprocessing.dataset import FlowDataset
+
+
+@pytest.fixture(scope="module")
+def play_root(tmp_path_factory):
+    out = tmp_path_factory.mktemp("play")
+    cfg = GenerateConfig(
+        tasks=["pick_place", "open_drawer"], episodes=1, image_size=(96, 96), play_primitives=2
+    )
+    cfg.record.num_points = 48
+    generate("play", out, cfg, progress=False)
+    return out / "dataset.zarr"
+
+
+def test_windows_cover_every_step_with_padding_at_the_ends(play_root):
+    cfg = WindowConfig(obs_horizon=2, pred_horizon=16, num_points=64, plan_frames=8)
+    data = PlayWindows(play_root, cfg)
+    lengths = [len(ep.action) for ep in data.episodes]
+    assert len(data) == sum(lengths)
+    first = data[0]
+    assert first["proprio"].shape == (2, 10) and first["action"].shape == (16, 10)
+    assert torch.equal(first["proprio"][0], first["proprio"][1])  # before the start: the first step repeated
+    last = data[lengths[0] - 1]
+    assert torch.equal(last["action"][0], last["action"][-1])  # past the end: the last action held
+    ep = data.episodes[0]
+    np.testing.assert_allclose(data[3]["action"].numpy(), ep.action[3:19])
+    assert first["plan"].shape == (8, 64, 3) and first["remaining"].shape == (8, 64, 3)
+    assert first["current"].shape == (64, 3) and first["points_3d"].shape == (64, 3)
+    # at the last step the remaining flow is the current position, repeated
+    assert torch.allclose(last["remaining"][:, :, :2], last["current"][None, :, :2].expand(8, -1, -1))
+    # at step 0 the remaining flow is the whole plan
+    assert torch.allclose(first["remaining"], first["plan"], atol=1e-6)
+    assert torch.allclose(first["initial"], first["plan"][0])
+
+
+def test_points_are_moving_object_points_and_lift_to_3d(play_root):
+    data = PlayWindows(play_root, WindowConfig(num_points=32))
+    view = FlowDataset(play_root)[data.episodes[0].name]
+    moving = view.array("moving")
+    ep = data.episodes[0]
+    assert moving[ep.object_points].all() and len(ep.object_points) > 0
+    camera = camera_from_attrs(view.attrs, view.frame_size)
+    xy, _ = camera.project(ep.points_3d[ep.object_points])
+    np.testing.assert_allclose(xy, view.tracks[0, ep.object_points], atol=1.5 / 96)  # lifted points reproject
+    assert (ep.points_3d[ep.object_points, 2] > -0.01).all()  # on or above the table top
+    a, b = data[5], data[5]
+    assert torch.equal(a["current"], b["current"])  # deterministic for the same index and epoch
+    data.set_epoch(1)
+    assert not torch.equal(a["current"], data[5]["current"])  # fresh points next epoch
+
+
+def test_normalizer_round_trip_and_constant_dimensions():
+    values = torch.stack(
+        [torch.linspace(-3, 5, 50), torch.full((50,), 0.04), torch.linspace(0, 1, 50)], dim=1
+    )
+    norm = Normalizer({"action": 3}).fit({"action": values})
+    scaled = norm.normalize("action", values)
+    assert scaled[:, 0].min() == -1 and scaled[:, 0].max() == 1 and scaled[:, 2].max() == 1
+    assert torch.allclose(scaled[:, 1], torch.zeros(50))  # a constant is centred, not divided by zero
+    assert torch.allclose(norm.unnormalize("action", scaled), values, atol=1e-5)
+    restored = Normalizer({"action": 3})
+    restored.load_state_dict(norm.state_dict())
+    assert torch.allclose(restored.normalize("action", values), scaled)
