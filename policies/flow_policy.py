@@ -1,0 +1,175 @@
+"""The flow-conditioned diffusion policy (Flow2Act), after the reference §4 with its weak points fixed.
+
+- Point tokens: a 2-D sin-cos embedding of the point's image position, a projection of its initial 3-D
+  position, and a learned visibility embedding (the reference ignored visibility).
+- State encoder: a set transformer (no positional encoding, a CLS token) from N point tokens to one vector;
+  it embeds the current state and every frame of the plan and of the remaining flow.
+- Time alignment ψ: a transformer over [state, proprioception, plan frames] that predicts the embedding
+  of the remaining flow; trained with an L2 alignment loss against the remaining-flow encoder ξ, on
+  detached inputs (only ψ learns from it), as in the reference.
+- Action head: a FiLM 1-D U-Net denoising chunks of T actions (xyz + 6-D rotation + gripper), with a
+  ``diffusers`` DDIM scheduler (ε-prediction, squared-cosine betas, 50 training / 16 sampling steps).
+- The normaliser is part of the module, so it is saved and loaded with the weights.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+from diffusers import DDIMScheduler
+from torch import nn
+
+from policies.normalizer import Normalizer
+from policies.unet1d import ConditionalUnet1D
+
+
+@dataclass
+class FlowPolicyConfig:
+    dim: int = 64
+    heads: int = 4
+    state_depth: int = 2
+    align_depth: int = 2
+    remaining_depth: int = 2
+    unet_dims: list[int] = field(default_factory=lambda: [64, 128])
+    action_dim: int = 10
+    proprio_dim: int = 10
+    obs_horizon: int = 1
+    pred_horizon: int = 16
+    plan_frames: int = 32
+    train_steps: int = 50
+    inference_steps: int = 16
+    plan_dropout: float = 0.1
+    align_weight: float = 1.0
+
+    @classmethod
+    def preset(cls, name: str) -> FlowPolicyConfig:
+        """``small`` trains on a laptop CPU; ``reference`` has the reference's sizes (for GPUs)."""
+        if name == "small":
+            return cls()
+        if name == "reference":
+            return cls(
+                dim=384, heads=8, state_depth=4, align_depth=8, remaining_depth=4, unet_dims=[256, 512, 1024]
+            )
+        raise ValueError(f"unknown policy preset {name!r}; use small or reference")
+
+
+def sincos_2d(xy: torch.Tensor, dim: int) -> torch.Tensor:
+    """(…, 2) positions in [0, 1] → (…, dim) fixed sin-cos features (dim/2 per axis), at a 224-pixel scale."""
+    quarter = dim // 4
+    freq = torch.exp(-math.log(10000.0) * torch.arange(quarter, device=xy.device) / max(quarter, 1))
+    angles = xy[..., :, None] * 224.0 * freq  # (…, 2, quarter)
+    return torch.cat([angles.sin(), angles.cos()], dim=-1).flatten(-2)
+
+
+def sincos_1d(length: int, dim: int, device) -> torch.Tensor:
+    pos = torch.arange(length, device=device, dtype=torch.float32)[:, None]
+    freq = torch.exp(-math.log(10000.0) * torch.arange(0, dim, 2, device=device) / dim)
+    out = torch.zeros(length, dim, device=device)
+    out[:, 0::2] = torch.sin(pos * freq)
+    out[:, 1::2] = torch.cos(pos * freq)
+    return out
+
+
+class TokenTransformer(nn.Module):
+    """Pre-norm transformer encoder with a CLS token; optional fixed sequence position encoding."""
+
+    def __init__(self, dim: int, depth: int, heads: int, positional: bool) -> None:
+        super().__init__()
+        layer = nn.TransformerEncoderLayer(
+            dim, heads, 4 * dim, dropout=0.0, batch_first=True, norm_first=True
+        )
+        self.encoder = nn.TransformerEncoder(layer, depth, enable_nested_tensor=False)
+        self.cls = nn.Parameter(torch.zeros(1, 1, dim))
+        self.norm = nn.LayerNorm(dim)
+        self.positional = positional
+
+    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+        if self.positional:
+            tokens = tokens + sincos_1d(tokens.shape[1], tokens.shape[2], tokens.device)
+        x = torch.cat([self.cls.expand(len(tokens), -1, -1), tokens], dim=1)
+        return self.norm(self.encoder(x)[:, 0])
+
+
+class FlowPolicy(nn.Module):
+    def __init__(self, config: FlowPolicyConfig | None = None) -> None:
+        super().__init__()
+        self.config = c = config or FlowPolicyConfig()
+        half = c.dim // 2
+        self.point_proj = nn.Sequential(nn.Linear(3, half), nn.LayerNorm(half))
+        self.visibility = nn.Embedding(2, c.dim)
+        self.state_encoder = TokenTransformer(c.dim, c.state_depth, c.heads, positional=False)
+        self.proprio_proj = nn.Sequential(
+            nn.Linear(c.proprio_dim * c.obs_horizon, c.dim), nn.LayerNorm(c.dim)
+        )
+        self.align = TokenTransformer(c.dim, c.align_depth, c.heads, positional=True)
+        self.remaining_encoder = TokenTransformer(c.dim, c.remaining_depth, c.heads, positional=True)
+        self.plan_dropout = nn.Dropout(c.plan_dropout)
+        self.head = ConditionalUnet1D(c.action_dim, 3 * c.dim, tuple(c.unet_dims))
+        self.normalizer = Normalizer({"action": c.action_dim, "proprio": c.proprio_dim, "points_3d": 3})
+        self.scheduler = DDIMScheduler(
+            num_train_timesteps=c.train_steps,
+            beta_schedule="squaredcos_cap_v2",
+            clip_sample=True,
+            prediction_type="epsilon",
+        )
+
+    # ----- encoders ------------------------------------------------------------------------------
+    def _point_tokens(self, flow: torch.Tensor, descriptor: torch.Tensor) -> torch.Tensor:
+        """flow (…, N, 3) = (x, y, vis); descriptor (B, N, dim/2) → tokens (…, N, dim)."""
+        xy, vis = flow[..., :2], flow[..., 2].round().long().clamp(0, 1)
+        desc = descriptor.expand(*flow.shape[:-1], descriptor.shape[-1])
+        return torch.cat(
+            [sincos_2d(xy, self.config.dim // 2).to(desc.dtype), desc], dim=-1
+        ) + self.visibility(vis)
+
+    def _encode_frames(self, flow: torch.Tensor, descriptor: torch.Tensor) -> torch.Tensor:
+        """flow (B, F, N, 3) → (B, F, dim): the state encoder applied to every frame."""
+        b, f, n, _ = flow.shape
+        tokens = self._point_tokens(flow, descriptor[:, None]).reshape(b * f, n, -1)
+        return self.state_encoder(tokens).reshape(b, f, -1)
+
+    def encode(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """Condition pieces from a (normalised-on-the-fly) batch."""
+        points = self.normalizer.normalize("points_3d", batch["points_3d"])
+        descriptor = self.point_proj(points)  # (B, N, dim/2)
+        state = self.state_encoder(self._point_tokens(batch["current"], descriptor))
+        proprio = self.normalizer.normalize("proprio", batch["proprio"]).flatten(1)
+        proprio = self.proprio_proj(proprio)
+        plan = self._encode_frames(batch["plan"], descriptor)
+        sequence = torch.cat([state[:, None], proprio[:, None], plan], dim=1)
+        predicted = self.align(sequence.detach())
+        return {"state": state, "proprio": proprio, "descriptor": descriptor, "predicted_plan": predicted}
+
+    # ----- training ------------------------------------------------------------------------------
+    def compute_loss(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        parts = self.encode(batch)
+        remaining = self.remaining_encoder(self._encode_frames(batch["remaining"], parts["descriptor"]))
+        cond = torch.cat([parts["state"], self.plan_dropout(remaining), parts["proprio"]], dim=-1)
+        actions = self.normalizer.normalize("action", batch["action"])
+        noise = torch.randn_like(actions)
+        steps = torch.randint(0, self.config.train_steps, (len(actions),), device=actions.device)
+        noisy = self.scheduler.add_noise(actions, noise, steps)
+        denoise = F.mse_loss(self.head(noisy, steps, cond), noise)
+        align = F.mse_loss(parts["predicted_plan"], remaining.detach())
+        return {"loss": denoise + self.config.align_weight * align, "denoise": denoise, "align": align}
+
+    # ----- acting --------------------------------------------------------------------------------
+    @torch.no_grad()
+    def predict_action(
+        self, batch: dict[str, torch.Tensor], generator: torch.Generator | None = None
+    ) -> torch.Tensor:
+        """(B, T, action_dim) unnormalised absolute actions, conditioned on the predicted remaining plan."""
+        parts = self.encode(batch)
+        cond = torch.cat([parts["state"], parts["predicted_plan"], parts["proprio"]], dim=-1)
+        c = self.config
+        actions = torch.randn(
+            len(cond), c.pred_horizon, c.action_dim, generator=generator, device=cond.device
+        )
+        self.scheduler.set_timesteps(c.inference_steps)
+        for step in self.scheduler.timesteps:
+            noise = self.head(actions, step.expand(len(cond)).to(cond.device), cond)
+            actions = self.scheduler.step(noise, step, actions, generator=generator).prev_sample
+        return self.normalizer.unnormalize("action", actions)

@@ -1,0 +1,85 @@
+"""The flow-conditioned policy, trained for real on a few recorded play episodes."""
+
+import pytest
+import torch
+from torch.utils.data import DataLoader
+
+from policies.data import PlayWindows, WindowConfig
+from policies.flow_policy import FlowPolicy, FlowPolicyConfig
+from policies.sim.generate import GenerateConfig, generate
+
+
+@pytest.fixture(scope="module")
+def windows(tmp_path_factory):
+    out = tmp_path_factory.mktemp("play")
+    cfg = GenerateConfig(
+        tasks=["pick_place", "open_drawer"], episodes=1, image_size=(96, 96), play_primitives=2
+    )
+    cfg.record.num_points = 48
+    generate("play", out, cfg, progress=False)
+    return PlayWindows(out / "dataset.zarr", WindowConfig(num_points=16, plan_frames=8))
+
+
+def tiny_config() -> FlowPolicyConfig:
+    return FlowPolicyConfig(
+        dim=32, heads=2, state_depth=1, align_depth=1, remaining_depth=1, unet_dims=[32, 64], plan_frames=8
+    )
+
+
+def test_tiny_policy_loss_goes_down_on_play(windows):
+    torch.manual_seed(0)
+    policy = FlowPolicy(tiny_config())
+    policy.normalizer.fit(windows.statistics())
+    loader = DataLoader(windows, batch_size=32, shuffle=True, generator=torch.Generator().manual_seed(0))
+    batch = next(iter(loader))
+    optimizer = torch.optim.AdamW(policy.parameters(), lr=3e-3)
+    torch.manual_seed(1)
+    with torch.no_grad():
+        before = sum(policy.compute_loss(batch)["loss"].item() for _ in range(4)) / 4
+    for _ in range(60):
+        loss = policy.compute_loss(batch)["loss"]
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    torch.manual_seed(1)
+    with torch.no_grad():
+        after = sum(policy.compute_loss(batch)["loss"].item() for _ in range(4)) / 4
+    assert after < 0.6 * before, (before, after)
+
+
+def test_predicted_actions_have_the_right_shape_and_range(windows):
+    policy = FlowPolicy(tiny_config()).eval()
+    policy.normalizer.fit(windows.statistics())
+    batch = {k: v[None] for k, v in windows[0].items()}
+    actions = policy.predict_action(batch, generator=torch.Generator().manual_seed(0))
+    assert actions.shape == (1, 16, 10) and torch.isfinite(actions).all()
+    low, high = policy.normalizer.action_low, policy.normalizer.action_high
+    span = high - low
+    assert (actions >= low - span - 0.05).all() and (
+        actions <= high + span + 0.05
+    ).all()  # clip_sample keeps it near
+
+
+def test_save_and_load_give_identical_actions(windows, tmp_path):
+    policy = FlowPolicy(tiny_config()).eval()
+    policy.normalizer.fit(windows.statistics())
+    torch.save(policy.state_dict(), tmp_path / "policy.pt")
+    loaded = FlowPolicy(tiny_config()).eval()
+    loaded.load_state_dict(torch.load(tmp_path / "policy.pt"))
+    batch = {k: v[None] for k, v in windows[3].items()}
+    a = policy.predict_action(batch, generator=torch.Generator().manual_seed(5))
+    b = loaded.predict_action(batch, generator=torch.Generator().manual_seed(5))
+    assert torch.equal(a, b)
+
+
+def test_reference_preset_has_the_reference_sizes():
+    cfg = FlowPolicyConfig.preset("reference")
+    assert (cfg.dim, cfg.state_depth, cfg.align_depth, cfg.remaining_depth, cfg.unet_dims) == (
+        384,
+        4,
+        8,
+        4,
+        [256, 512, 1024],
+    )
+    with pytest.raises(ValueError, match="unknown policy preset"):
+        FlowPolicyConfig.preset("huge")
