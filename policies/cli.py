@@ -112,5 +112,34 @@ def show(
     typer.echo(f"{task} seed {seed}: {out}")
 
 
+policy_app = typer.Typer(
+    help="The flow-conditioned diffusion policy: train on play data.", no_args_is_help=True
+)
+
+
+@policy_app.command()
+def train(
+    overrides: OverridesArg = None,
+    config: Annotated[
+        Path | None, typer.Option(help="YAML config (configs/policy/train_small.yaml).")
+    ] = None,
+    out: Annotated[
+        Path, typer.Option(help="Run folder: checkpoint.pt, policy_ema.pt, metrics.csv, tensorboard/.")
+    ] = Path("outputs/policy"),
+) -> None:
+    """Train (or resume training) the policy; the same command runs on CPU or under `accelerate launch`."""
+    from policies.train import TrainConfig, Trainer
+
+    try:
+        cfg = load_config(TrainConfig, config, overrides or [])
+        trainer = Trainer(cfg, out)
+    except (ConfigError, DatasetError, ValueError) as err:
+        typer.secho(f"error: {err}", fg=typer.colors.RED, err=True)
+        raise typer.Exit(code=2) from err
+    last = trainer.fit()
+    typer.echo(f"step {trainer.step}: loss {last.get('loss', float('nan')):.4f} → {out / 'policy_ema.pt'}")
+
+
 def register(app: typer.Typer) -> None:
     app.add_typer(sim_app, name="sim")
+    app.add_typer(policy_app, name="policy")

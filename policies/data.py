@@ -62,7 +62,7 @@ def load_play_episode(view, plan_frames: int) -> _PlayEpisode:
     chosen = np.flatnonzero(moving & ~robot)
     if len(chosen) == 0:  # nothing moved in this episode: every object point is a valid (static) target
         chosen = np.flatnonzero(~robot)
-    depth = view.array("depth")[0].astype(np.float32) if "depth" in keys else None
+    depth = view.array("depth", 0).astype(np.float32) if "depth" in keys else None
     w, h = view.frame_size
     if depth is not None and "camera_intrinsics" in view.attrs:
         camera = camera_from_attrs(view.attrs, (w, h))

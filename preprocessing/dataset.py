@@ -399,10 +399,11 @@ class EpisodeView:
     def queries(self) -> np.ndarray:
         return np.asarray(self._group["queries"][...])
 
-    def array(self, key: str) -> np.ndarray:
+    def array(self, key: str, index=Ellipsis) -> np.ndarray:
+        """An array by name; ``index`` reads only part of it (``array("depth", 0)`` decodes one chunk)."""
         if key not in self.keys():
             raise DatasetError(self.path, f"no array {key!r}; it has {', '.join(self.keys())}")
-        return np.asarray(self._group[key][...])
+        return np.asarray(self._group[key][index])
 
     def load(self) -> Episode:
         """The whole episode in memory."""

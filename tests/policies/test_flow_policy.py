@@ -83,3 +83,38 @@ def test_reference_preset_has_the_reference_sizes():
     )
     with pytest.raises(ValueError, match="unknown policy preset"):
         FlowPolicyConfig.preset("huge")
+
+
+def test_training_resumes_exactly_and_exports_ema(windows, tmp_path):
+    from policies.train import TrainConfig, Trainer, load_policy
+
+    cfg = TrainConfig(
+        policy=tiny_config(),
+        windows=windows.config,
+        batch_size=8,
+        max_steps=6,
+        warmup_steps=2,
+        checkpoint_every=3,
+        log_every=1,
+    )
+    straight = Trainer(cfg, tmp_path / "a", windows)
+    losses = [straight.train_step()["loss"] for _ in range(4)]
+    resumed_from = Trainer(cfg, tmp_path / "b", windows)
+    for _ in range(3):
+        resumed_from.train_step()
+    resumed_from.save()
+    fresh = Trainer(cfg, tmp_path / "b", windows)
+    fresh.load()
+    assert fresh.step == 3
+    assert fresh.train_step()["loss"] == pytest.approx(losses[3], rel=1e-6)
+
+    done = Trainer(cfg, tmp_path / "c", windows)
+    done.fit(progress=False)
+    rows = (tmp_path / "c" / "metrics.csv").read_text().splitlines()
+    assert rows[0].startswith("step,loss") and len(rows) == 7
+    policy = load_policy(tmp_path / "c" / "policy_ema.pt")
+    batch = {k: v[None] for k, v in windows[0].items()}
+    assert policy.predict_action(batch).shape == (1, 16, 10)
+    assert (tmp_path / "c" / "train_config.yaml").is_file() and any(
+        (tmp_path / "c" / "tensorboard").iterdir()
+    )

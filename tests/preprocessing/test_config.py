@@ -5,6 +5,7 @@ import pytest
 import yaml
 
 from policies.sim.generate import GenerateConfig
+from policies.train import TrainConfig
 from preprocessing.config import ConfigError, load_config, save_config, to_dict
 from preprocessing.ingest import IngestConfig
 from preprocessing.registry import Registry, UnknownComponentError
@@ -14,6 +15,7 @@ REPO = Path(__file__).resolve().parents[2]
 CONFIG_FILES = {
     "configs/preprocessing/ingest.yaml": IngestConfig,
     "configs/sim/generate.yaml": GenerateConfig,
+    "configs/policy/train_small.yaml": TrainConfig,
 }
 
 
