@@ -43,6 +43,9 @@ class FlowPolicyConfig:
     inference_steps: int = 16
     plan_dropout: float = 0.1
     align_weight: float = 1.0
+    frame_encoder: str = "pointnet"
+    """How plan / remaining-flow frames are embedded: "transformer" (the state encoder, as the reference —
+    64 frames × N points per sample, GPU-sized) or "pointnet" (shared MLP + max/mean pooling, ~20× cheaper)."""
 
     @classmethod
     def preset(cls, name: str) -> FlowPolicyConfig:
@@ -93,6 +96,19 @@ class TokenTransformer(nn.Module):
         return self.norm(self.encoder(x)[:, 0])
 
 
+class PointNetPool(nn.Module):
+    """Set embedding by a shared MLP, then max and mean pooling: cheap and permutation-invariant."""
+
+    def __init__(self, dim: int) -> None:
+        super().__init__()
+        self.mlp = nn.Sequential(nn.Linear(dim, dim), nn.GELU(), nn.Linear(dim, dim))
+        self.out = nn.Sequential(nn.Linear(2 * dim, dim), nn.LayerNorm(dim))
+
+    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+        h = self.mlp(tokens)
+        return self.out(torch.cat([h.max(dim=1).values, h.mean(dim=1)], dim=-1))
+
+
 class FlowPolicy(nn.Module):
     def __init__(self, config: FlowPolicyConfig | None = None) -> None:
         super().__init__()
@@ -101,6 +117,9 @@ class FlowPolicy(nn.Module):
         self.point_proj = nn.Sequential(nn.Linear(3, half), nn.LayerNorm(half))
         self.visibility = nn.Embedding(2, c.dim)
         self.state_encoder = TokenTransformer(c.dim, c.state_depth, c.heads, positional=False)
+        if c.frame_encoder not in ("transformer", "pointnet"):
+            raise ValueError(f"frame_encoder must be transformer or pointnet, got {c.frame_encoder!r}")
+        self.frame_encoder = self.state_encoder if c.frame_encoder == "transformer" else PointNetPool(c.dim)
         self.proprio_proj = nn.Sequential(
             nn.Linear(c.proprio_dim * c.obs_horizon, c.dim), nn.LayerNorm(c.dim)
         )
@@ -126,10 +145,10 @@ class FlowPolicy(nn.Module):
         ) + self.visibility(vis)
 
     def _encode_frames(self, flow: torch.Tensor, descriptor: torch.Tensor) -> torch.Tensor:
-        """flow (B, F, N, 3) → (B, F, dim): the state encoder applied to every frame."""
+        """flow (B, F, N, 3) → (B, F, dim): the frame encoder applied to every frame."""
         b, f, n, _ = flow.shape
         tokens = self._point_tokens(flow, descriptor[:, None]).reshape(b * f, n, -1)
-        return self.state_encoder(tokens).reshape(b, f, -1)
+        return self.frame_encoder(tokens).reshape(b, f, -1)
 
     def encode(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         """Condition pieces from a (normalised-on-the-fly) batch."""
