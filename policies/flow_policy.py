@@ -45,7 +45,7 @@ class FlowPolicyConfig:
     align_weight: float = 1.0
     frame_encoder: str = "pointnet"
     """How plan / remaining-flow frames are embedded: "transformer" (the state encoder, as the reference —
-    64 frames × N points per sample, GPU-sized) or "pointnet" (shared MLP + max/mean pooling, ~20× cheaper)."""
+    64 frames × N points per sample, GPU-sized) or "pointnet" (shared MLP, max+mean pooling, ~10× cheaper)."""
 
     @classmethod
     def preset(cls, name: str) -> FlowPolicyConfig:
