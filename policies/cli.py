@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Annotated
 
@@ -138,6 +139,27 @@ def train(
         raise typer.Exit(code=2) from err
     last = trainer.fit()
     typer.echo(f"step {trainer.step}: loss {last.get('loss', float('nan')):.4f} → {out / 'policy_ema.pt'}")
+
+
+@policy_app.command("eval")
+def evaluate_policy(
+    overrides: OverridesArg = None,
+    config: Annotated[Path | None, typer.Option(help="YAML config (configs/policy/eval.yaml).")] = None,
+    out: Annotated[Path, typer.Option(help="Folder for summary_<tracker>.json/.md and videos/.")] = Path(
+        "outputs/policy_eval"
+    ),
+) -> None:
+    """Closed-loop evaluation in the sim, conditioned on held-out sphere demonstrations."""
+    from policies.evaluate import EvalConfig, evaluate
+
+    try:
+        cfg = load_config(EvalConfig, config, overrides or [])
+        summary = evaluate(cfg, out)
+    except (ConfigError, DatasetError, UnknownComponentError, FileNotFoundError, ValueError) as err:
+        typer.secho(f"error: {err}", fg=typer.colors.RED, err=True)
+        raise typer.Exit(code=2) from err
+    typer.echo((out / f"summary_{cfg.tracker}.md").read_text())
+    typer.echo(json.dumps(summary["tasks"]))
 
 
 def register(app: typer.Typer) -> None:

@@ -32,6 +32,9 @@ def run(*args: str) -> subprocess.CompletedProcess:
         ["sim", "play"],
         ["sim", "expert"],
         ["sim", "show"],
+        ["policy"],
+        ["policy", "train"],
+        ["policy", "eval"],
     ],
 )
 def test_help_works_for_every_command(command):

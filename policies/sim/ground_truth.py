@@ -141,20 +141,38 @@ def sample_points(
         raise RuntimeError(f"none of {objects} is visible from the camera")
     budget = np.floor(num_points * areas / areas.sum()).astype(int)
     budget[np.argmax(areas)] += num_points - budget.sum()
-    queries, index = [], []
-    for k in range(len(objects)):
-        if budget[k] > 0 and areas[k] > 0:
-            q = grid_in_mask(labels == k, int(budget[k]))
-            queries.append(q)
-            index.append(np.full(len(q), k))
-    queries = np.concatenate(queries).astype(np.float32)
-    index = np.concatenate(index).astype(np.int32)
+    queries = np.concatenate(
+        [
+            grid_in_mask(labels == k, int(budget[k]))
+            for k in range(len(objects))
+            if budget[k] > 0 and areas[k] > 0
+        ]
+    ).astype(np.float32)
+    return attach_points(model, data, camera, depth, segmentation, objects, queries[:, 1:]), queries
+
+
+def attach_points(
+    model: mujoco.MjModel,
+    data: mujoco.MjData,
+    camera: Camera,
+    depth: np.ndarray,
+    segmentation: np.ndarray,
+    objects: tuple[str, ...],
+    xy: np.ndarray,
+) -> TrackedPoints:
+    """Attach image points (N, 2 normalised) to whatever they lie on: a tracked body, the cloth, or the world.
+
+    Points off the tracked objects are attached to the world (they stay put) — the oracle for a plan point
+    that a video tracker put on the background.
+    """
     h, w = depth.shape
-    px = np.clip(np.floor(to_pixels(queries[:, 1:], (w, h)) + 0.5).astype(int), 0, [w - 1, h - 1])
-    world = camera.unproject(queries[:, 1:], depth[px[:, 1], px[:, 0]])
-    anchor = np.zeros(len(queries), np.int64)
-    is_flex = np.zeros(len(queries), bool)
-    offset = np.zeros((len(queries), 3))
+    labels = object_labels(model, segmentation, objects)
+    px = np.clip(np.floor(to_pixels(xy, (w, h)) + 0.5).astype(int), 0, [w - 1, h - 1])
+    index = labels[px[:, 1], px[:, 0]].astype(np.int32)
+    world = camera.unproject(xy, depth[px[:, 1], px[:, 0]])
+    anchor = np.zeros(len(xy), np.int64)  # body 0 = the world
+    is_flex = np.zeros(len(xy), bool)
+    offset = world.copy()
     for k, name in enumerate(objects):
         sel = index == k
         if not sel.any():
@@ -170,6 +188,5 @@ def sample_points(
         else:
             body = model.body(name).id
             anchor[sel] = body
-            rot = data.xmat[body].reshape(3, 3)
-            offset[sel] = (world[sel] - data.xpos[body]) @ rot
-    return TrackedPoints(index, anchor, is_flex, offset, tuple(objects)), queries
+            offset[sel] = (world[sel] - data.xpos[body]) @ data.xmat[body].reshape(3, 3)
+    return TrackedPoints(index, anchor, is_flex, offset, tuple(objects))

@@ -118,3 +118,39 @@ def test_training_resumes_exactly_and_exports_ema(windows, tmp_path):
     assert (tmp_path / "c" / "train_config.yaml").is_file() and any(
         (tmp_path / "c" / "tensorboard").iterdir()
     )
+
+
+def test_closed_loop_evaluation_runs_one_short_episode_per_task(windows, tmp_path):
+    from policies.evaluate import EvalConfig, evaluate
+    from policies.train import TrainConfig, Trainer
+    from preprocessing.video import probe_video
+
+    trainer = Trainer(
+        TrainConfig(policy=tiny_config(), windows=windows.config, batch_size=4, max_steps=2, warmup_steps=1),
+        tmp_path / "run",
+        windows,
+    )
+    trainer.fit(progress=False)
+    demos = tmp_path / "demos"
+    tasks = ["pick_place", "pour", "open_drawer", "fold_cloth"]
+    gen = GenerateConfig(tasks=tasks, episodes=1, image_size=(96, 96))
+    gen.record.num_points = 32
+    generate("demos", demos, gen, progress=False)
+    for tracker in ("oracle", "lk"):
+        cfg = EvalConfig(
+            policy=str(tmp_path / "run" / "policy_ema.pt"),
+            demos=str(demos / "dataset.zarr"),
+            tasks=tasks,
+            episodes=1,
+            tracker=tracker,
+            max_chunks=1,
+            action_horizon=4,
+            num_points=16,
+        )
+        summary = evaluate(cfg, tmp_path / "eval", progress=False)
+        assert set(summary["tasks"]) == set(tasks)
+        for row in summary["tasks"].values():
+            assert row["episodes"] == 1 and row["mean_steps"] == 4 and row["success_rate"] in (0.0, 1.0)
+    videos = sorted((tmp_path / "eval" / "videos").glob("*.mp4"))
+    assert len(videos) == 8 and probe_video(videos[0]).num_frames == 5
+    assert (tmp_path / "eval" / "summary_lk.md").read_text().startswith("| task |")

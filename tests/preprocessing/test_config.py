@@ -4,6 +4,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from policies.evaluate import EvalConfig
 from policies.sim.generate import GenerateConfig
 from policies.train import TrainConfig
 from preprocessing.config import ConfigError, load_config, save_config, to_dict
@@ -16,6 +17,7 @@ CONFIG_FILES = {
     "configs/preprocessing/ingest.yaml": IngestConfig,
     "configs/sim/generate.yaml": GenerateConfig,
     "configs/policy/train_small.yaml": TrainConfig,
+    "configs/policy/eval.yaml": EvalConfig,
 }
 
 
