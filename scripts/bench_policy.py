@@ -1,0 +1,107 @@
+"""Benchmark a trained policy: success per task with oracle and LK online tracking side by side, the
+training time (from the run's metrics.csv), and the action latency (ms per chunk, 16 DDIM steps).
+
+    .venv/bin/python scripts/bench_policy.py --run outputs/policy --demos outputs/sim_demos/dataset.zarr \
+        [--episodes 20] [--out outputs/bench/policy.jsonl]
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import os
+import platform
+import time
+from pathlib import Path
+
+import torch
+
+from policies.data import PlayWindows
+from policies.evaluate import EvalConfig, evaluate
+from policies.train import load_policy
+
+REPO = Path(__file__).resolve().parents[1]
+TASKS = ["pick_place", "pour", "open_drawer", "fold_cloth"]
+
+
+def action_latency_ms(policy_path: Path, play: str | None = None, repeats: int = 20) -> float:
+    policy = load_policy(policy_path)
+    c = policy.config
+    if play:
+        sample = PlayWindows(play)[0]
+        batch = {k: v[None] for k, v in sample.items()}
+    else:
+        batch = {
+            "plan": torch.rand(1, c.plan_frames, 128, 3),
+            "current": torch.rand(1, 128, 3),
+            "points_3d": torch.rand(1, 128, 3),
+            "proprio": torch.rand(1, c.obs_horizon, c.proprio_dim),
+        }
+    policy.predict_action(batch)  # warm-up
+    start = time.perf_counter()
+    for _ in range(repeats):
+        policy.predict_action(batch)
+    return 1000 * (time.perf_counter() - start) / repeats
+
+
+def training_time(run: Path) -> tuple[int, float]:
+    rows = list(csv.DictReader((run / "metrics.csv").open()))
+    return int(rows[-1]["step"]), float(rows[-1]["seconds"])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--run", type=Path, default=REPO / "outputs" / "policy")
+    parser.add_argument("--demos", default=str(REPO / "outputs" / "sim_demos" / "dataset.zarr"))
+    parser.add_argument("--episodes", type=int, default=20)
+    parser.add_argument("--plan-source", default="tracked", choices=["tracked", "ground_truth"])
+    parser.add_argument("--out", type=Path, default=REPO / "outputs" / "bench" / "policy.jsonl")
+    args = parser.parse_args()
+    policy_path = args.run / "policy_ema.pt"
+    tables = {}
+    for tracker in ("oracle", "lk"):
+        cfg = EvalConfig(
+            policy=str(policy_path),
+            demos=args.demos,
+            tasks=TASKS,
+            episodes=args.episodes,
+            tracker=tracker,
+            plan_source=args.plan_source,
+            videos=False,
+        )
+        tables[tracker] = evaluate(cfg, args.run / "bench_eval", progress=True)["tasks"]
+    steps, seconds = training_time(args.run)
+    latency = action_latency_ms(policy_path, None)
+    print(
+        f"\nim2flow2act policy benchmark — {args.run}, {args.episodes} held-out demos per task, "
+        f"{args.plan_source} plan, {os.cpu_count()} CPU cores\n"
+    )
+    print(f"{'task':<14}{'oracle':>10}{'lk':>10}")
+    for task in TASKS:
+        cells = [tables[t].get(task, {}).get("success_rate") for t in ("oracle", "lk")]
+        print(f"{task:<14}" + "".join(f"{'—' if v is None else f'{v:.0%}':>10}" for v in cells))
+    print(
+        f"\ntraining: {steps} steps in {seconds / 60:.1f} min; action latency {latency:.0f} ms per chunk (16 DDIM steps)"
+    )
+    row = {
+        "bench": "policy",
+        "time": time.strftime("%Y-%m-%dT%H:%M:%S"),
+        "machine": platform.machine(),
+        "cpus": os.cpu_count(),
+        "run": str(args.run),
+        "episodes": args.episodes,
+        "plan_source": args.plan_source,
+        "success": tables,
+        "train_steps": steps,
+        "train_seconds": seconds,
+        "latency_ms": latency,
+    }
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    with args.out.open("a") as fh:
+        fh.write(json.dumps(row) + "\n")
+    print(f"JSON row appended to {args.out}")
+
+
+if __name__ == "__main__":
+    main()
