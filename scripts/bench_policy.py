@@ -82,7 +82,8 @@ def main() -> None:
         cells = [tables[t].get(task, {}).get("success_rate") for t in ("oracle", "lk")]
         print(f"{task:<14}" + "".join(f"{'—' if v is None else f'{v:.0%}':>10}" for v in cells))
     print(
-        f"\ntraining: {steps} steps in {seconds / 60:.1f} min; action latency {latency:.0f} ms per chunk (16 DDIM steps)"
+        f"\ntraining: {steps} steps in {seconds / 60:.1f} min; "
+        f"action latency {latency:.0f} ms per chunk (16 DDIM steps)"
     )
     row = {
         "bench": "policy",
