@@ -48,49 +48,40 @@ def _run(mode: Mode, task, episodes, workers, out, videos, seed, config, overrid
         raise typer.Exit(code=1)
 
 
-@sim_app.command()
-def demos(
-    task: TaskOpt = None,
-    episodes: EpisodesOpt = 10,
-    workers: WorkersOpt = 1,
-    out: OutOpt = Path("outputs/sim_demos"),
-    videos: VideosOpt = False,
-    seed: SeedOpt = 0,
-    config: ConfigOpt = None,
-    overrides: OverridesArg = None,
-) -> None:
-    """Sphere-agent ('human') demonstrations of each task: video, instruction, ground-truth tracks."""
-    _run("demos", task, episodes, workers, out, videos, seed, config, overrides)
+def _generation_command(mode: Mode, default_out: str, summary: str) -> None:
+    """Register ``sim <mode>``: the three generation jobs take the same options, only the output differs."""
+
+    def command(
+        task: TaskOpt = None,
+        episodes: EpisodesOpt = 10,
+        workers: WorkersOpt = 1,
+        out: OutOpt = Path(default_out),
+        videos: VideosOpt = False,
+        seed: SeedOpt = 0,
+        config: ConfigOpt = None,
+        overrides: OverridesArg = None,
+    ) -> None:
+        _run(mode, task, episodes, workers, out, videos, seed, config, overrides)
+
+    command.__doc__ = summary
+    sim_app.command(name=mode)(command)
 
 
-@sim_app.command()
-def play(
-    task: TaskOpt = None,
-    episodes: EpisodesOpt = 10,
-    workers: WorkersOpt = 1,
-    out: OutOpt = Path("outputs/sim_play"),
-    videos: VideosOpt = False,
-    seed: SeedOpt = 0,
-    config: ConfigOpt = None,
-    overrides: OverridesArg = None,
-) -> None:
-    """Task-agnostic robot play in each task's scene: actions, proprioception, frames, depth, tracks."""
-    _run("play", task, episodes, workers, out, videos, seed, config, overrides)
-
-
-@sim_app.command()
-def expert(
-    task: TaskOpt = None,
-    episodes: EpisodesOpt = 10,
-    workers: WorkersOpt = 1,
-    out: OutOpt = Path("outputs/sim_expert"),
-    videos: VideosOpt = False,
-    seed: SeedOpt = 0,
-    config: ConfigOpt = None,
-    overrides: OverridesArg = None,
-) -> None:
-    """The scripted robot expert on each task (proves each success check is reachable)."""
-    _run("expert", task, episodes, workers, out, videos, seed, config, overrides)
+_generation_command(
+    "demos",
+    "outputs/sim_demos",
+    "Sphere-agent ('human') demonstrations of each task: video, instruction, tracks.",
+)
+_generation_command(
+    "play",
+    "outputs/sim_play",
+    "Task-agnostic robot play in each task's scene: actions, proprio, frames, depth, tracks.",
+)
+_generation_command(
+    "expert",
+    "outputs/sim_expert",
+    "The scripted robot expert on each task (proves each success check is reachable).",
+)
 
 
 @sim_app.command()

@@ -13,13 +13,14 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import shutil
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
+
+from preprocessing.bench_log import append_row
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared" / "data" / "videos"
@@ -87,18 +88,7 @@ def main() -> None:
             f"{r['workers']:>8}{('yes' if r['overlay'] else 'no'):>9}{r['wall_s']:>9.1f}"
             f"{r['videos_per_min']:>12.1f}{r['frames_per_s']:>10.1f}{r['peak_rss_mb']:>9.0f}"
         )
-    row = {
-        "bench": "ingest",
-        "time": time.strftime("%Y-%m-%dT%H:%M:%S"),
-        "machine": platform.machine(),
-        "cpus": os.cpu_count(),
-        "videos": [v.name for v in videos],
-        "rows": rows,
-    }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    with args.out.open("a") as fh:
-        fh.write(json.dumps(row) + "\n")
-    print(f"JSON row appended to {args.out}")
+    append_row(args.out, "ingest", videos=[v.name for v in videos], rows=rows)
 
 
 if __name__ == "__main__":

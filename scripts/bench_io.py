@@ -8,9 +8,7 @@ Prints a table and appends one JSON row (figures + machine) to ``--out``.
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import platform
 import shutil
 import tempfile
 import time
@@ -19,6 +17,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from preprocessing.bench_log import append_row
 from preprocessing.dataset import Episode, FlowDataset, FlowDatasetWriter
 from preprocessing.trackers import TRACKERS
 from preprocessing.tracks import grid_in_box, to_pixels
@@ -160,19 +159,7 @@ def main() -> None:
     print(f"{'read one frame (ms)':<44}{data['one_frame_read_ms_zarr']:>14.2f}")
     print(f"\nLK kept {lk['lk_visible_fraction']:.0%} of point-steps visible on this real clip.")
 
-    row = {
-        "bench": "io",
-        "time": time.strftime("%Y-%m-%dT%H:%M:%S"),
-        "machine": platform.machine(),
-        "cpus": os.cpu_count(),
-        **decode,
-        **lk,
-        **data,
-    }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    with args.out.open("a") as fh:
-        fh.write(json.dumps(row) + "\n")
-    print(f"JSON row appended to {args.out}")
+    append_row(args.out, "io", **decode, **lk, **data)
 
 
 if __name__ == "__main__":

@@ -9,9 +9,7 @@ from __future__ import annotations
 
 import argparse
 import csv
-import json
 import os
-import platform
 import time
 from pathlib import Path
 
@@ -20,6 +18,7 @@ import torch
 from policies.data import PlayWindows
 from policies.evaluate import EvalConfig, evaluate
 from policies.train import load_policy
+from preprocessing.bench_log import append_row
 
 REPO = Path(__file__).resolve().parents[1]
 TASKS = ["pick_place", "pour", "open_drawer", "fold_cloth"]
@@ -85,23 +84,17 @@ def main() -> None:
         f"\ntraining: {steps} steps in {seconds / 60:.1f} min; "
         f"action latency {latency:.0f} ms per chunk (16 DDIM steps)"
     )
-    row = {
-        "bench": "policy",
-        "time": time.strftime("%Y-%m-%dT%H:%M:%S"),
-        "machine": platform.machine(),
-        "cpus": os.cpu_count(),
-        "run": str(args.run),
-        "episodes": args.episodes,
-        "plan_source": args.plan_source,
-        "success": tables,
-        "train_steps": steps,
-        "train_seconds": seconds,
-        "latency_ms": latency,
-    }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    with args.out.open("a") as fh:
-        fh.write(json.dumps(row) + "\n")
-    print(f"JSON row appended to {args.out}")
+    append_row(
+        args.out,
+        "policy",
+        run=str(args.run),
+        episodes=args.episodes,
+        plan_source=args.plan_source,
+        success=tables,
+        train_steps=steps,
+        train_seconds=seconds,
+        latency_ms=latency,
+    )
 
 
 if __name__ == "__main__":

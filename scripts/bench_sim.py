@@ -10,9 +10,7 @@ temporary folder, ``--episodes`` per task.
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import platform
 import shutil
 import tempfile
 import time
@@ -23,6 +21,7 @@ import numpy as np
 from policies.sim.agents import follow
 from policies.sim.env import SimEnv
 from policies.sim.generate import GenerateConfig, generate
+from preprocessing.bench_log import append_row
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -108,19 +107,7 @@ def main() -> None:
     estimate = 200 / best_play + 200 / best_demo
     print(f"\nestimated time for 200 play episodes + 50 demos per task at 2 workers: {estimate:.1f} min")
 
-    row = {
-        "bench": "sim",
-        "time": time.strftime("%Y-%m-%dT%H:%M:%S"),
-        "machine": platform.machine(),
-        "cpus": os.cpu_count(),
-        "steps": rows,
-        "throughput": throughput,
-        "estimate_min_200play_200demos": estimate,
-    }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    with args.out.open("a") as fh:
-        fh.write(json.dumps(row) + "\n")
-    print(f"JSON row appended to {args.out}")
+    append_row(args.out, "sim", steps=rows, throughput=throughput, estimate_min_200play_200demos=estimate)
 
 
 if __name__ == "__main__":
