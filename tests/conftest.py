@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 
 import cv2
@@ -11,6 +13,12 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 CLIP = REPO / "data" / "clips" / "cups_clip.mp4"
 CLIP_BOX = (136, 0, 228, 108)  # the red cup in the clip's first frame, pixels of 640x360
+
+
+def run_cli(*args: str, timeout: int = 600) -> subprocess.CompletedProcess:
+    """Run the installed `im2flow2act` command as a user would, capturing its output."""
+    exe = Path(sys.executable).with_name("im2flow2act")
+    return subprocess.run([str(exe), *args], capture_output=True, text=True, timeout=timeout)
 
 
 @pytest.fixture(scope="session")
@@ -71,3 +79,17 @@ def closed_port_url():
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     return f"http://127.0.0.1:{port}/video.mp4"
+
+
+@pytest.fixture(scope="session")
+def play_root(tmp_path_factory):
+    """Two real play episodes (table and drawer scenes) at 96×96 with 48 ground-truth points, made once."""
+    from policies.sim.generate import GenerateConfig, generate
+
+    out = tmp_path_factory.mktemp("play")
+    cfg = GenerateConfig(
+        tasks=["pick_place", "open_drawer"], episodes=1, image_size=(96, 96), play_primitives=2
+    )
+    cfg.record.num_points = 48
+    generate("play", out, cfg, progress=False)
+    return out / "dataset.zarr"

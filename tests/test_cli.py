@@ -1,14 +1,11 @@
 """The `im2flow2act` command as a user runs it: a real subprocess on the committed clip."""
 
 import json
-import subprocess
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
 import yaml
-from conftest import CLIP_BOX
+from conftest import CLIP_BOX, run_cli
 
 from preprocessing.dataset import FlowDataset
 from preprocessing.video import probe_video
@@ -16,9 +13,7 @@ from preprocessing.video import probe_video
 BOX = ",".join(map(str, CLIP_BOX))
 
 
-def run(*args: str) -> subprocess.CompletedProcess:
-    exe = Path(sys.executable).with_name("im2flow2act")
-    return subprocess.run([str(exe), *args], capture_output=True, text=True, timeout=300)
+run = run_cli
 
 
 @pytest.mark.parametrize(

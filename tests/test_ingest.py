@@ -2,10 +2,8 @@
 
 import json
 import shutil
-import subprocess
-import sys
-from pathlib import Path
 
+from conftest import run_cli
 from tiny_models import save_grounding_dino
 
 from preprocessing.dataset import FlowDataset
@@ -13,9 +11,7 @@ from preprocessing.dataset import FlowDataset
 FAST = ["max_frames=16", "grid_size=8", "grounder_args.threshold_px=3", "grounder_args.grid_size=16"]
 
 
-def run(*args: str) -> subprocess.CompletedProcess:
-    exe = Path(sys.executable).with_name("im2flow2act")
-    return subprocess.run([str(exe), *args], capture_output=True, text=True, timeout=600)
+run = run_cli
 
 
 def test_all_input_kinds_in_one_batch_bad_ones_reported(tmp_path, clip_path, http_server, closed_port_url):

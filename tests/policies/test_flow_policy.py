@@ -10,14 +10,8 @@ from policies.sim.generate import GenerateConfig, generate
 
 
 @pytest.fixture(scope="module")
-def windows(tmp_path_factory):
-    out = tmp_path_factory.mktemp("play")
-    cfg = GenerateConfig(
-        tasks=["pick_place", "open_drawer"], episodes=1, image_size=(96, 96), play_primitives=2
-    )
-    cfg.record.num_points = 48
-    generate("play", out, cfg, progress=False)
-    return PlayWindows(out / "dataset.zarr", WindowConfig(num_points=16, plan_frames=8))
+def windows(play_root):
+    return PlayWindows(play_root, WindowConfig(num_points=16, plan_frames=8))
 
 
 def tiny_config() -> FlowPolicyConfig:

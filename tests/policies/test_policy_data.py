@@ -1,25 +1,12 @@
 """Policy training windows over real recorded play, and the normaliser."""
 
 import numpy as np
-import pytest
 import torch
 
 from policies.data import PlayWindows, WindowConfig
 from policies.normalizer import Normalizer
-from policies.sim.generate import GenerateConfig, generate
 from policies.sim.scene import camera_from_attrs
 from preprocessing.dataset import FlowDataset
-
-
-@pytest.fixture(scope="module")
-def play_root(tmp_path_factory):
-    out = tmp_path_factory.mktemp("play")
-    cfg = GenerateConfig(
-        tasks=["pick_place", "open_drawer"], episodes=1, image_size=(96, 96), play_primitives=2
-    )
-    cfg.record.num_points = 48
-    generate("play", out, cfg, progress=False)
-    return out / "dataset.zarr"
 
 
 def test_windows_cover_every_step_with_padding_at_the_ends(play_root):
