@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import typer
 
+import im2flow.cli
 import policies.cli
 import preprocessing.cli
 
@@ -19,6 +20,7 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 preprocessing.cli.register(app)
+im2flow.cli.register(app)
 policies.cli.register(app)
 
 

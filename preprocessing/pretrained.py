@@ -11,9 +11,11 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from preprocessing.grounding.base import ModelNotAvailable
-
 _CACHE: dict[tuple[str, str, str], Any] = {}
+
+
+class ModelNotAvailable(RuntimeError):
+    """Pretrained weights are neither in the given folder nor downloadable here."""
 
 
 def looks_local(model: str) -> bool:

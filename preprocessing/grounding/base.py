@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from preprocessing.pretrained import ModelNotAvailable  # noqa: F401  (re-exported: grounders raise it)
 from preprocessing.registry import Registry
 
 GROUNDERS: Registry[Grounder] = Registry("grounder")
@@ -33,10 +34,6 @@ class Box:
 
 class NoObjectFound(RuntimeError):
     """The grounder found nothing for the prompt (or, for motion, nothing moving)."""
-
-
-class ModelNotAvailable(RuntimeError):
-    """Pretrained weights are neither in the given folder nor downloadable here."""
 
 
 class Grounder(ABC):

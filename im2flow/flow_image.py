@@ -1,0 +1,84 @@
+"""Object flow as a short video of G×G "flow images" (the reference's §2), and back to point tracks.
+
+A G×G grid of query points in the object box is tracked; frame t of the flow video is a 3-channel G×G
+image whose pixel (row i, column j) holds where grid point (i, j) is at time t and whether it is visible.
+Rows follow image y and columns image x, so a flow image is laid out like the picture it came from.
+
+Two encodings of the position channels, both mapped to about [-1, 1] for the diffusion model:
+- ``absolute`` (the reference): x, y in [0, 1] → 2·x − 1.
+- ``displacement``: (x_t − x_0) · ``displacement_scale``; static points are exactly 0, so small motions
+  are not lost in the precision of a whole-frame coordinate.
+Visibility is 1 → +1 and 0 → −1. As in the reference, frame 0 (the query grid itself) is not part of the
+flow video: T frames are taken at ``linspace(0, T_src − 1, T + 1)[1:]``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from preprocessing.tracks import resample_tracks, validate_tracks
+
+
+@dataclass
+class FlowImageConfig:
+    grid_size: int = 32
+    """G: the flow images are G × G (G² query points)."""
+    num_frames: int = 32
+    """T: future frames in the flow video."""
+    encoding: str = "absolute"
+    """absolute (the reference) or displacement."""
+    displacement_scale: float = 2.0
+    """displacement encoding: a move across the whole frame becomes ±2."""
+
+    def __post_init__(self) -> None:
+        if self.encoding not in ("absolute", "displacement"):
+            raise ValueError(f"encoding must be absolute or displacement, got {self.encoding!r}")
+
+
+def future_tracks(
+    tracks: np.ndarray, visibility: np.ndarray, num_frames: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """(T, N, 2), (T, N): the tracks at the T future frames the flow video keeps (frame 0 dropped)."""
+    out, vis, _ = resample_tracks(tracks, visibility, num_frames + 1)
+    return out[1:], vis[1:]
+
+
+def encode(
+    tracks: np.ndarray, visibility: np.ndarray, queries: np.ndarray, config: FlowImageConfig
+) -> np.ndarray:
+    """Tracks of a G×G grid (any length) → float32 flow video (T, 3, G, G) in about [-1, 1]."""
+    g = config.grid_size
+    validate_tracks(tracks, visibility, queries)
+    if tracks.shape[1] != g * g:
+        raise ValueError(f"a {g}×{g} flow image needs {g * g} points, got {tracks.shape[1]}")
+    future, vis = future_tracks(tracks, visibility, config.num_frames)
+    origin = queries[:, 1:3].astype(np.float32)
+    positions = _encode_positions(future, origin, config)
+    channels = np.concatenate([positions, (vis[..., None] * 2.0 - 1.0)], axis=-1)  # (T, N, 3)
+    return channels.reshape(config.num_frames, g, g, 3).transpose(0, 3, 1, 2).astype(np.float32)
+
+
+def decode(
+    flow: np.ndarray, queries: np.ndarray, config: FlowImageConfig
+) -> tuple[np.ndarray, np.ndarray]:
+    """Flow video (..., T, 3, G, G) → tracks (..., T, G², 2) clipped to [0, 1] and visibility (..., T, G²)."""
+    lead = flow.shape[:-3]
+    g = flow.shape[-1]
+    channels = np.moveaxis(np.asarray(flow, np.float32), -3, -1).reshape(*lead, g * g, 3)
+    origin = queries[:, 1:3].astype(np.float32)
+    tracks = np.clip(_decode_positions(channels[..., :2], origin, config), 0.0, 1.0)
+    return tracks.astype(np.float32), channels[..., 2] > 0.0
+
+
+def _encode_positions(future: np.ndarray, origin: np.ndarray, config: FlowImageConfig) -> np.ndarray:
+    if config.encoding == "absolute":
+        return future * 2.0 - 1.0
+    return (future - origin[None]) * config.displacement_scale
+
+
+def _decode_positions(positions: np.ndarray, origin: np.ndarray, config: FlowImageConfig) -> np.ndarray:
+    if config.encoding == "absolute":
+        return (positions + 1.0) / 2.0
+    return origin + positions / config.displacement_scale
