@@ -57,7 +57,8 @@ def encode(
     origin = queries[:, 1:3].astype(np.float32)
     positions = _encode_positions(future, origin, config)
     channels = np.concatenate([positions, (vis[..., None] * 2.0 - 1.0)], axis=-1)  # (T, N, 3)
-    return channels.reshape(config.num_frames, g, g, 3).transpose(0, 3, 1, 2).astype(np.float32)
+    flow = channels.reshape(config.num_frames, g, g, 3).transpose(0, 3, 1, 2)
+    return np.ascontiguousarray(flow, dtype=np.float32)  # the layout must not depend on the source
 
 
 def decode(

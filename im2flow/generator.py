@@ -95,7 +95,7 @@ class FlowGenerator(nn.Module):
         if c.objective == "regression":
             zeros = torch.zeros(len(x0), dtype=torch.long, device=x0.device)
             return nn.functional.mse_loss(self.denoiser(torch.zeros_like(x0), zeros, condition), x0)
-        noise = torch.randn_like(x0)
+        noise = torch.randn(x0.shape, dtype=x0.dtype, device=x0.device)  # independent of memory layout
         t = torch.randint(0, c.train_timesteps, (len(x0),), device=x0.device)
         noisy = self.scheduler.add_noise(x0, noise, t)
         target = {"epsilon": noise, "sample": x0, "v_prediction": self.scheduler.get_velocity(x0, noise, t)}

@@ -93,3 +93,17 @@ def play_root(tmp_path_factory):
     cfg.record.num_points = 48
     generate("play", out, cfg, progress=False)
     return out / "dataset.zarr"
+
+
+@pytest.fixture(scope="session")
+def demos_root(tmp_path_factory):
+    """Two sphere demonstrations per task at 96×96 (pick & place and pour share layouts), made once."""
+    from policies.sim.generate import GenerateConfig, generate
+
+    out = tmp_path_factory.mktemp("demos")
+    cfg = GenerateConfig(
+        tasks=["pick_place", "pour", "open_drawer", "fold_cloth"], episodes=2, image_size=(96, 96)
+    )
+    cfg.record.num_points = 32
+    generate("demos", out, cfg, progress=False)
+    return out / "dataset.zarr"

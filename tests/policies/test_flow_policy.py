@@ -6,7 +6,6 @@ from torch.utils.data import DataLoader
 
 from policies.data import PlayWindows, WindowConfig
 from policies.flow_policy import FlowPolicy, FlowPolicyConfig
-from policies.sim.generate import GenerateConfig, generate
 
 
 @pytest.fixture(scope="module")
@@ -114,7 +113,7 @@ def test_training_resumes_exactly_and_exports_ema(windows, tmp_path):
     )
 
 
-def test_closed_loop_evaluation_runs_one_short_episode_per_task(windows, tmp_path):
+def test_closed_loop_evaluation_runs_one_short_episode_per_task(windows, demos_root, tmp_path):
     from policies.evaluate import EvalConfig, evaluate
     from policies.train import TrainConfig, Trainer
     from preprocessing.video import probe_video
@@ -125,15 +124,11 @@ def test_closed_loop_evaluation_runs_one_short_episode_per_task(windows, tmp_pat
         windows,
     )
     trainer.fit(progress=False)
-    demos = tmp_path / "demos"
     tasks = ["pick_place", "pour", "open_drawer", "fold_cloth"]
-    gen = GenerateConfig(tasks=tasks, episodes=1, image_size=(96, 96))
-    gen.record.num_points = 32
-    generate("demos", demos, gen, progress=False)
     for tracker in ("oracle", "lk"):
         cfg = EvalConfig(
             policy=str(tmp_path / "run" / "policy_ema.pt"),
-            demos=str(demos / "dataset.zarr"),
+            demos=str(demos_root),
             tasks=tasks,
             episodes=1,
             tracker=tracker,

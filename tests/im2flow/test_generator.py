@@ -1,0 +1,155 @@
+"""im2flow: flow images, clips from real sim demonstrations, a tiny generator trained, saved and evaluated."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from im2flow.data import ClipConfig, FlowClips, build_clips
+from im2flow.flow_image import FlowImageConfig, decode, encode, future_tracks
+from im2flow.generator import FlowGenerator, GeneratorConfig, load_generator
+from im2flow.models.small import SmallConfig
+from im2flow.train import EXPORT, FlowTrainConfig, FlowTrainer
+from preprocessing.tracks import grid_in_box
+
+G, T = 4, 6
+
+
+def tiny_generator_config(**kwargs) -> GeneratorConfig:
+    small = SmallConfig(
+        image_size=32,
+        image_channels=[8, 16],
+        point_feature_dim=4,
+        cross_dim=16,
+        unet_channels=[16, 32],
+        attention_head_dim=8,
+    )
+    flow = FlowImageConfig(grid_size=G, num_frames=T, encoding="displacement")
+    return GeneratorConfig(flow=flow, small=small, inference_steps=4, **kwargs)
+
+
+def tiny_train_config(demos_root, **kwargs) -> FlowTrainConfig:
+    defaults = dict(
+        batch_size=8, lr=2e-3, warmup_steps=1, max_steps=4, sample_every=0, log_every=1, held_out_per_task=1
+    )
+    return FlowTrainConfig(data=[str(demos_root)], generator=tiny_generator_config(), **(defaults | kwargs))
+
+
+@pytest.mark.parametrize("encoding", ["absolute", "displacement"])
+def test_flow_image_round_trip(encoding):
+    rng = np.random.default_rng(0)
+    queries = grid_in_box((0.2, 0.3, 0.6, 0.7), G)
+    tracks = np.clip(queries[None, :, 1:] + rng.normal(0, 0.05, (20, G * G, 2)), 0, 1).astype(np.float32)
+    tracks[0] = queries[:, 1:]
+    visibility = rng.random((20, G * G)) > 0.3
+    visibility[0] = True
+    config = FlowImageConfig(grid_size=G, num_frames=T, encoding=encoding)
+    flow = encode(tracks, visibility, queries, config)
+    assert flow.shape == (T, 3, G, G) and flow.dtype == np.float32
+    back, vis = decode(flow, queries, config)
+    want, want_vis = future_tracks(tracks, visibility, T)
+    np.testing.assert_allclose(back, want, atol=1e-6)
+    np.testing.assert_array_equal(vis, want_vis)
+    # the flow image is laid out like the picture: row i, column j is grid point i·G + j
+    k = 2 * G + 3
+    assert np.isclose(decode(flow[:, :, 2:3, 3:4], queries[k : k + 1], config)[0][:, 0], want[:, k]).all()
+
+
+def test_clips_from_sim_demos_track_the_box_grid_and_cache(demos_root, tmp_path):
+    config = ClipConfig(FlowImageConfig(grid_size=G, num_frames=T), held_out_per_task=1)
+    clips, problems = build_clips([demos_root], config, tmp_path / "clips.npz", progress=False)
+    assert problems == [] and len(clips) == 8
+    assert clips.images.shape == (8, 256, 256, 3) and clips.flows.shape == (8, T, 3, G, G)
+    assert np.abs(clips.flows).max() <= 1.0 + 1e-6
+    moved = [
+        np.abs(decode(f, q, config.flow)[0][-1] - q[:, 1:]).max()
+        for f, q in zip(clips.flows, clips.queries, strict=False)
+    ]
+    assert max(moved) > 0.02  # the demonstrated object moves
+    again = FlowClips.load(tmp_path / "clips.npz", config)
+    np.testing.assert_array_equal(again.flows, clips.flows)
+    with pytest.raises(ValueError, match="delete it to rebuild"):
+        FlowClips.load(tmp_path / "clips.npz", ClipConfig(FlowImageConfig(grid_size=8)))
+    train, held = clips.split(1)
+    assert len(train) == 4 and len(held) == 4 and set(held.tasks) == set(clips.tasks)
+
+
+def test_tiny_generator_loss_goes_down(demos_root, tmp_path):
+    trainer = FlowTrainer(tiny_train_config(demos_root, max_steps=40), tmp_path / "run", progress=False)
+    losses = [trainer.train_step()["loss"] for _ in range(40)]
+    assert np.mean(losses[-8:]) < 0.7 * np.mean(losses[:8])
+
+
+def test_training_resumes_exactly_and_writes_samples(demos_root, tmp_path):
+    full = FlowTrainer(
+        tiny_train_config(demos_root, max_steps=4, sample_every=4), tmp_path / "a", progress=False
+    )
+    full.fit()
+    half = FlowTrainer(tiny_train_config(demos_root, max_steps=4), tmp_path / "b", progress=False)
+    half.train_step()
+    half.train_step()
+    half.save()  # as if killed after step 2
+    resumed = FlowTrainer(tiny_train_config(demos_root, max_steps=4), tmp_path / "b", progress=False)
+    resumed.fit()
+    assert resumed.step == 4
+    for a, b in zip(
+        full.generator.denoiser.state_dict().values(),
+        resumed.generator.denoiser.state_dict().values(),
+        strict=False,
+    ):
+        torch.testing.assert_close(a, b)
+    assert len(list((tmp_path / "a" / "samples").glob("step000004_*.gif"))) == 4
+    assert (tmp_path / "a" / EXPORT).is_file() and (tmp_path / "a" / "metrics.csv").is_file()
+
+
+def test_save_load_same_samples_and_guidance_paths(tmp_path):
+    torch.manual_seed(0)
+    generator = FlowGenerator(tiny_generator_config()).eval()
+    image = np.random.default_rng(0).integers(0, 255, (96, 96, 3), dtype=np.uint8)
+    queries = grid_in_box((0.2, 0.2, 0.5, 0.6), G)
+    loaded = load_generator(generator.save(tmp_path / "g.pt"))
+    a = generator.sample(image, "open the drawer", queries, num_samples=3, seed=5)
+    b = loaded.sample(image, "open the drawer", queries, num_samples=3, seed=5)
+    assert a.shape == (3, T, G * G, 3)
+    np.testing.assert_array_equal(a, b)
+    assert np.all((a[..., :2] >= 0) & (a[..., :2] <= 1)) and set(np.unique(a[..., 2])) <= {0.0, 1.0}
+    assert not np.array_equal(a[0], a[1])  # different samples
+    unguided = generator.sample(image, "open the drawer", queries, num_samples=3, seed=5, guidance_scale=1.0)
+    assert unguided.shape == a.shape and not np.array_equal(unguided, a)
+    with pytest.raises(ValueError, match="4×4 query grid"):
+        generator.sample(image, "open the drawer", queries[:5])
+
+
+def test_regression_baseline_is_one_deterministic_pass(demos_root, tmp_path):
+    cfg = tiny_train_config(demos_root, max_steps=3)
+    cfg.generator.objective = "regression"
+    trainer = FlowTrainer(cfg, tmp_path / "reg", progress=False)
+    trainer.fit()
+    generator = load_generator(tmp_path / "reg" / EXPORT)
+    image = trainer.train.images[0]
+    flows = generator.sample(image, trainer.train.tasks[0], trainer.train.queries[0], num_samples=2, seed=0)
+    np.testing.assert_array_equal(flows[0], flows[1])
+
+
+def test_evaluation_table_with_baselines_and_instruction_pairs(demos_root, tmp_path):
+    from im2flow.evaluate import FlowEvalConfig, evaluate
+
+    FlowTrainer(tiny_train_config(demos_root, max_steps=2), tmp_path / "run", progress=False).fit()
+    summary = evaluate(
+        FlowEvalConfig(run=str(tmp_path / "run"), held_out_per_task=1, num_samples=2),
+        tmp_path / "eval",
+        progress=False,
+    )
+    assert summary["held_out_clips"] == 4 and summary["instruction_pairs"] == 2
+    methods = summary["methods"]
+    assert list(methods) == ["im2flow", "nearest", "zero motion"]
+    for row in methods.values():
+        assert row["overall"]["min_ade"] <= row["overall"]["ade"] + 1e-6
+        assert 0.0 <= row["instruction_following"] <= 1.0
+        assert len(row["by_task"]) == 4
+    assert json.loads((tmp_path / "eval" / "metrics.json").read_text())["num_samples"] == 2
+    assert (tmp_path / "eval" / "metrics.md").read_text().count("| im2flow |") == 2
+    assert len(list((tmp_path / "eval" / "gifs").glob("*.gif"))) == 4
