@@ -30,6 +30,10 @@ run = run_cli
         ["policy"],
         ["policy", "train"],
         ["policy", "eval"],
+        ["flow"],
+        ["flow", "train"],
+        ["flow", "sample"],
+        ["flow", "eval"],
     ],
 )
 def test_help_works_for_every_command(command):
@@ -166,3 +170,47 @@ def test_sim_bad_task_and_show(tmp_path):
     png = tmp_path / "scene.png"
     assert run("sim", "show", "--task", "fold_cloth", "--out", str(png)).returncode == 0
     assert png.stat().st_size > 10_000
+
+
+def test_flow_sample_on_a_real_frame_writes_npz_and_gif(tmp_path, clip_path):
+    import torch
+    from im2flow_tiny import tiny_generator_config
+
+    from im2flow.generator import FlowGenerator
+
+    torch.manual_seed(0)
+    generator = FlowGenerator(tiny_generator_config()).save(tmp_path / "g.pt")
+    out = tmp_path / "sample"
+    result = run(
+        "flow",
+        "sample",
+        str(clip_path),
+        "--task",
+        "put the red cup down",
+        "--generator",
+        str(generator),
+        "--box",
+        BOX,
+        "-k",
+        "2",
+        "--out",
+        str(out),
+    )
+    assert result.returncode == 0, result.stderr
+    data = np.load(out / "flow.npz")
+    assert data["flows"].shape == (2, 6, 16, 3) and data["queries"].shape == (16, 3)
+    assert probe_video(out / "flow.gif").num_frames == 7
+    missing = run(
+        "flow",
+        "sample",
+        str(clip_path),
+        "--task",
+        "x",
+        "--generator",
+        str(tmp_path / "none.pt"),
+        "--box",
+        BOX,
+    )
+    assert missing.returncode == 2 and "none.pt does not exist" in missing.stderr
+    no_box = run("flow", "sample", str(clip_path), "--task", "x", "--generator", str(generator))
+    assert no_box.returncode == 2 and "--box" in no_box.stderr

@@ -7,28 +7,13 @@ import json
 import numpy as np
 import pytest
 import torch
+from im2flow_tiny import G, T, tiny_generator_config
 
 from im2flow.data import ClipConfig, FlowClips, build_clips
 from im2flow.flow_image import FlowImageConfig, decode, encode, future_tracks
-from im2flow.generator import FlowGenerator, GeneratorConfig, load_generator
-from im2flow.models.small import SmallConfig
+from im2flow.generator import FlowGenerator, load_generator
 from im2flow.train import EXPORT, FlowTrainConfig, FlowTrainer
 from preprocessing.tracks import grid_in_box
-
-G, T = 4, 6
-
-
-def tiny_generator_config(**kwargs) -> GeneratorConfig:
-    small = SmallConfig(
-        image_size=32,
-        image_channels=[8, 16],
-        point_feature_dim=4,
-        cross_dim=16,
-        unet_channels=[16, 32],
-        attention_head_dim=8,
-    )
-    flow = FlowImageConfig(grid_size=G, num_frames=T, encoding="displacement")
-    return GeneratorConfig(flow=flow, small=small, inference_steps=4, **kwargs)
 
 
 def tiny_train_config(demos_root, **kwargs) -> FlowTrainConfig:

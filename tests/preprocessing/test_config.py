@@ -4,6 +4,8 @@ from pathlib import Path
 import pytest
 import yaml
 
+from im2flow.evaluate import FlowEvalConfig
+from im2flow.train import FlowTrainConfig
 from policies.evaluate import EvalConfig
 from policies.sim.generate import GenerateConfig
 from policies.train import TrainConfig
@@ -18,6 +20,8 @@ CONFIG_FILES = {
     "configs/sim/generate.yaml": GenerateConfig,
     "configs/policy/train_small.yaml": TrainConfig,
     "configs/policy/eval.yaml": EvalConfig,
+    "configs/im2flow/train_small.yaml": FlowTrainConfig,
+    "configs/im2flow/eval.yaml": FlowEvalConfig,
 }
 
 
