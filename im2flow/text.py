@@ -82,9 +82,9 @@ def _load_minilm(source: str):
 
 
 def _load_clip_text(source: str):
-    from transformers import CLIPTextModel, CLIPTokenizer
+    from transformers import AutoTokenizer, CLIPTextModel
 
     path = Path(source)
     sub = path / "text_encoder" if (path / "text_encoder").is_dir() else path  # an SD folder or a CLIP folder
     tok = path / "tokenizer" if (path / "tokenizer").is_dir() else path
-    return CLIPTokenizer.from_pretrained(str(tok)), CLIPTextModel.from_pretrained(str(sub)).eval()
+    return AutoTokenizer.from_pretrained(str(tok)), CLIPTextModel.from_pretrained(str(sub)).eval()

@@ -70,7 +70,7 @@ class FlowTrainer:
         self.train, self.held_out = load_clips(c, self.out_dir, progress)
         torch.manual_seed(c.seed)
         self.generator = FlowGenerator(c.generator)
-        params = list(self.generator.denoiser.parameters())
+        params = trainable(self.generator)
         self.optimizer = torch.optim.AdamW(params, lr=c.lr, weight_decay=c.weight_decay)
         self.lr_schedule = get_cosine_schedule_with_warmup(self.optimizer, c.warmup_steps, c.max_steps)
         self.ema = EMAModel(params, power=c.ema_power, use_ema_warmup=True)
@@ -125,10 +125,10 @@ class FlowTrainer:
         loss = self.generator.loss(images, queries, texts, flows)
         self.optimizer.zero_grad()
         self.accelerator.backward(loss)
-        self.accelerator.clip_grad_norm_(self.generator.denoiser.parameters(), 1.0)
+        self.accelerator.clip_grad_norm_(trainable(self.generator), 1.0)
         self.optimizer.step()
         self.lr_schedule.step()
-        self.ema.step(self.generator.denoiser.parameters())
+        self.ema.step(trainable(self.generator))
         self.step += 1
         return {"loss": float(loss.detach()), "lr": self.lr_schedule.get_last_lr()[0]}
 
@@ -137,6 +137,8 @@ class FlowTrainer:
         c = self.config
         if (self.out_dir / CHECKPOINT).is_file() and self.step == 0:
             self.load()
+        if self.step == 0:
+            self.finetune_decoder()
         from torch.utils.tensorboard import SummaryWriter
 
         writer = SummaryWriter(self.out_dir / "tensorboard")
@@ -168,12 +170,26 @@ class FlowTrainer:
         self.export()
         return last
 
+    def finetune_decoder(self) -> None:
+        """sd15: fit the VAE decoder to flow images before the first step (the weights are checkpointed)."""
+        g = self.config.generator
+        steps = int(g.sd15.get("decoder_finetune_steps", 0)) if g.preset == "sd15" else 0
+        if steps <= 0:
+            return
+        from im2flow.models.sd15 import finetune_decoder
+
+        denoiser = self.accelerator.unwrap_model(self.generator.denoiser)
+        lr = float(g.sd15.get("decoder_lr", 1e-4))
+        flows = torch.from_numpy(self.train.flows)
+        losses = finetune_decoder(denoiser, flows, steps, lr, seed=self.config.seed)
+        print(f"VAE decoder fine-tuned on flow images: MSE {losses[0]:.4f} → {losses[-1]:.4f}, {steps} steps")
+
     def ema_generator(self) -> FlowGenerator:
         generator = FlowGenerator(self.config.generator)
         generator.denoiser.load_state_dict(
             self.accelerator.unwrap_model(self.generator.denoiser).state_dict()
         )
-        self.ema.copy_to(generator.denoiser.parameters())
+        self.ema.copy_to(trainable(generator))
         return generator.to(self.accelerator.device).eval()
 
     def export(self) -> Path:
@@ -201,6 +217,11 @@ class FlowTrainer:
                 write_comparison(path, clips.images[i], queries, [generated, true], ["generated", "true"])
             )
         return paths
+
+
+def trainable(generator: FlowGenerator) -> list[torch.nn.Parameter]:
+    """What the optimiser and the EMA see (the sd15 preset freezes most of its weights)."""
+    return [p for p in generator.denoiser.parameters() if p.requires_grad]
 
 
 def _flow_points(flow: np.ndarray, queries: np.ndarray, generator: FlowGenerator) -> np.ndarray:

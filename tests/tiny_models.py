@@ -170,3 +170,81 @@ def save_sam(folder: Path) -> Path:
     image_processor = SamImageProcessorPil(size={"longest_edge": 64}, pad_size={"height": 64, "width": 64})
     SamProcessor(image_processor=image_processor).save_pretrained(folder)
     return folder
+
+
+def _clip_tokenizer(max_length: int):
+    from transformers import CLIPTokenizerFast
+
+    chars = _byte_alphabet()
+    vocab = {c: i for i, c in enumerate(chars)}
+    vocab.update({c + "</w>": len(chars) + i for i, c in enumerate(chars)})
+    vocab["<|startoftext|>"], vocab["<|endoftext|>"] = len(vocab), len(vocab) + 1
+    tokenizer = CLIPTokenizerFast(
+        vocab=vocab,
+        merges=[],
+        unk_token="<|endoftext|>",
+        bos_token="<|startoftext|>",
+        eos_token="<|endoftext|>",
+        pad_token="!",
+        model_max_length=max_length,
+    )
+    return tokenizer, vocab
+
+
+def save_sd15(folder: Path) -> Path:
+    """A tiny Stable-Diffusion-1.5-shaped folder (unet/, vae/, text_encoder/, tokenizer/), random weights."""
+    from diffusers import AutoencoderKL, UNet2DConditionModel
+    from transformers import CLIPTextConfig, CLIPTextModel
+
+    tokenizer, vocab = _clip_tokenizer(16)
+    tokenizer.save_pretrained(folder / "tokenizer")
+    text = CLIPTextConfig(
+        vocab_size=len(vocab),
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        max_position_embeddings=16,
+        bos_token_id=vocab["<|startoftext|>"],
+        eos_token_id=vocab["<|endoftext|>"],
+        pad_token_id=0,
+    )
+    CLIPTextModel(text).save_pretrained(folder / "text_encoder")
+    AutoencoderKL(
+        in_channels=3,
+        out_channels=3,
+        latent_channels=4,
+        block_out_channels=(8, 16),
+        layers_per_block=1,
+        down_block_types=("DownEncoderBlock2D",) * 2,
+        up_block_types=("UpDecoderBlock2D",) * 2,
+        norm_num_groups=4,
+    ).save_pretrained(folder / "vae")
+    UNet2DConditionModel(
+        sample_size=4,
+        in_channels=4,
+        out_channels=4,
+        block_out_channels=(16, 32),
+        layers_per_block=1,
+        down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"),
+        up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"),
+        cross_attention_dim=32,
+        attention_head_dim=8,
+        norm_num_groups=8,
+    ).save_pretrained(folder / "unet")
+    return folder
+
+
+def save_clip_vision(folder: Path) -> Path:
+    from transformers import CLIPVisionConfig, CLIPVisionModel
+
+    config = CLIPVisionConfig(
+        hidden_size=16,
+        intermediate_size=32,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        image_size=32,
+        patch_size=16,
+    )
+    CLIPVisionModel(config).save_pretrained(folder)
+    return folder
