@@ -136,7 +136,7 @@ def train(
 def evaluate_policy(
     overrides: OverridesArg = None,
     config: Annotated[Path | None, typer.Option(help="YAML config (configs/policy/eval.yaml).")] = None,
-    out: Annotated[Path, typer.Option(help="Folder for summary_<tracker>.json/.md and videos/.")] = Path(
+    out: Annotated[Path, typer.Option(help="Folder for summary_*.json/.md and videos/.")] = Path(
         "outputs/policy_eval"
     ),
 ) -> None:
@@ -149,7 +149,7 @@ def evaluate_policy(
     except (ConfigError, DatasetError, UnknownComponentError, FileNotFoundError, ValueError) as err:
         typer.secho(f"error: {err}", fg=typer.colors.RED, err=True)
         raise typer.Exit(code=2) from err
-    typer.echo((out / f"summary_{cfg.tracker}.md").read_text())
+    typer.echo((out / f"summary_{cfg.plan_source}_{cfg.tracker}.md").read_text())
     typer.echo(json.dumps(summary["tasks"]))
 
 

@@ -18,6 +18,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from im2flow.generator import FlowGenerator, load_generator
 from policies.flow_policy import FlowPolicy
 from policies.sim.env import Action, SimEnv
 from policies.sim.ground_truth import attach_points
@@ -38,7 +39,14 @@ class EvalConfig:
     episodes: int = 20
     """Demonstrations per task (the last ones of the dataset: keep them out of im2flow training)."""
     plan_source: str = "tracked"
-    """tracked = LK on the demo video (what a human video gives); ground_truth = the simulator's tracks."""
+    """tracked = LK on the demo video (what a human video gives); ground_truth = the simulator's tracks;
+    generated = im2flow from the rendered initial scene and the instruction (language-conditioned)."""
+    generator: str = "outputs/im2flow/generator_ema.pt"
+    """The flow generator for plan_source=generated."""
+    num_flows: int = 4
+    """generated: flows sampled per episode; the medoid (closest to the others) is executed."""
+    moving_threshold_px: float = 10.0
+    """generated: points whose flow moves less than this (256-pixel frame) are dropped (reference §4.6)."""
     tracker: str = "oracle"
     """Online tracking during the rollout: oracle (simulator) or lk."""
     action_horizon: int = 8
@@ -62,16 +70,34 @@ def plan_from_demo(
     view, source: str, grid: int = 32, tracker_name: str = "lk"
 ) -> tuple[np.ndarray, np.ndarray]:
     """(tracks, visibility) of the demo's moving object points, from its video or from the simulator."""
+    if source not in ("tracked", "ground_truth"):
+        raise ValueError(f"plan_source must be tracked, ground_truth or generated, got {source!r}")
     if source == "ground_truth":
         tracks, vis = view.tracks, view.visibility
-    elif source == "tracked":
+    else:
         frames = np.asarray(view.frames[...])
         queries = grid_in_box(view.attrs["bbox"], grid)
         tracks, vis = TRACKERS.build(tracker_name).track(frames, queries)
-    else:
-        raise ValueError(f"plan_source must be tracked or ground_truth, got {source!r}")
     moving = moving_mask(tracks, vis) & vis[0]
     keep = np.flatnonzero(moving) if moving.any() else np.flatnonzero(vis[0])
+    return tracks[:, keep], vis[:, keep]
+
+
+def plan_from_generator(
+    generator: FlowGenerator, image: np.ndarray, text: str, box, cfg: EvalConfig, seed: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """(tracks, visibility) of a generated flow: K samples for the scene, the medoid, its moving points.
+
+    The box is the one the task's object prompt names (from the simulator, as a manifest would give it).
+    """
+    queries = grid_in_box(box, generator.config.flow.grid_size)
+    flows = generator.sample(image, text, queries, num_samples=cfg.num_flows, seed=seed)  # (K, T, N, 3)
+    distance = np.linalg.norm(flows[:, None, ..., :2] - flows[None, ..., :2], axis=-1).mean(axis=(2, 3))
+    chosen = flows[int(np.argmin(distance.sum(axis=1)))]
+    tracks = np.concatenate([queries[None, :, 1:3], chosen[..., :2]]).astype(np.float32)
+    vis = np.concatenate([np.ones((1, len(queries)), bool), chosen[..., 2] > 0.5])
+    moving = moving_mask(tracks, vis, cfg.moving_threshold_px)
+    keep = np.flatnonzero(moving) if moving.any() else np.arange(len(queries))
     return tracks[:, keep], vis[:, keep]
 
 
@@ -108,12 +134,24 @@ class OnlineLK:
         return self.tracker.step(frame)
 
 
-def rollout(policy: FlowPolicy, env: SimEnv, view, cfg: EvalConfig, out_dir: Path | None) -> EpisodeResult:
+def rollout(
+    policy: FlowPolicy,
+    env: SimEnv,
+    view,
+    cfg: EvalConfig,
+    out_dir: Path | None,
+    generator: FlowGenerator | None = None,
+) -> EpisodeResult:
     started = time.perf_counter()
     pc = policy.config
     seed = int(view.attrs["seed"])
     env.reset(seed)
-    tracks, vis = plan_from_demo(view, cfg.plan_source)
+    if generator is not None:
+        scene = env.render()
+        tracks, vis = plan_from_generator(generator, scene, view.task, view.attrs["bbox"], cfg, seed)
+    else:
+        scene = np.asarray(view.frame(0))
+        tracks, vis = plan_from_demo(view, cfg.plan_source)
     rng = np.random.default_rng((cfg.seed, seed))
     pick = rng.choice(tracks.shape[1], size=cfg.num_points, replace=tracks.shape[1] < cfg.num_points)
     tracks, vis = tracks[:, pick], vis[:, pick]
@@ -155,9 +193,7 @@ def rollout(policy: FlowPolicy, env: SimEnv, view, cfg: EvalConfig, out_dir: Pat
     if out_dir is not None:
         name = f"{env.task.name}_{view.name}_{cfg.tracker}.mp4"
         drawn = draw_tracks(np.stack(frames), np.stack(seen).astype(np.float32), np.stack(seen_vis), trail=6)
-        planned = draw_trajectories(
-            np.asarray(view.frame(0)), tracks.astype(np.float32), vis
-        )  # the demo's plan
+        planned = draw_trajectories(scene, tracks.astype(np.float32), vis)  # the plan on its image
         t, hh, ww = drawn.shape[:3]
         side = np.concatenate(
             [np.repeat(planned[None], t, axis=0), np.full((t, hh, 4, 3), 255, np.uint8), drawn], axis=2
@@ -170,13 +206,14 @@ def evaluate(cfg: EvalConfig, out_dir: str | Path, progress: bool = True) -> dic
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     policy = load_policy(cfg.policy)
+    generator = load_generator(cfg.generator) if cfg.plan_source == "generated" else None
     demos = FlowDataset(cfg.demos, kind="sim_demo")
     results: list[EpisodeResult] = []
     for task in cfg.tasks:
         views = [v for v in demos if v.attrs.get("task_name") == task][-cfg.episodes :]
         env = SimEnv(task, "robot", SceneConfig(image_size=views[0].frame_size if views else (256, 256)))
         for view in tqdm(views, desc=f"eval {task} ({cfg.tracker})", disable=not progress):
-            results.append(rollout(policy, env, view, cfg, out_dir if cfg.videos else None))
+            results.append(rollout(policy, env, view, cfg, out_dir if cfg.videos else None, generator))
         env.close()
     summary = {
         "plan_source": cfg.plan_source,
@@ -192,7 +229,8 @@ def evaluate(cfg: EvalConfig, out_dir: str | Path, progress: bool = True) -> dic
             if (rs := [r for r in results if r.task == t])
         },
     }
-    (out_dir / f"summary_{cfg.tracker}.json").write_text(json.dumps(summary, indent=2))
+    stem = f"summary_{cfg.plan_source}_{cfg.tracker}"
+    (out_dir / f"{stem}.json").write_text(json.dumps(summary, indent=2))
     lines = [
         f"| task | episodes | success rate ({cfg.tracker} tracking, {cfg.plan_source} plan) |",
         "|---|---|---|",
@@ -200,5 +238,5 @@ def evaluate(cfg: EvalConfig, out_dir: str | Path, progress: bool = True) -> dic
     lines += [
         f"| {t} | {row['episodes']} | {row['success_rate']:.0%} |" for t, row in summary["tasks"].items()
     ]
-    (out_dir / f"summary_{cfg.tracker}.md").write_text("\n".join(lines) + "\n")
+    (out_dir / f"{stem}.md").write_text("\n".join(lines) + "\n")
     return summary

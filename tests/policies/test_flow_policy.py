@@ -142,4 +142,38 @@ def test_closed_loop_evaluation_runs_one_short_episode_per_task(windows, demos_r
             assert row["episodes"] == 1 and row["mean_steps"] == 4 and row["success_rate"] in (0.0, 1.0)
     videos = sorted((tmp_path / "eval" / "videos").glob("*.mp4"))
     assert len(videos) == 8 and probe_video(videos[0]).num_frames == 5
-    assert (tmp_path / "eval" / "summary_lk.md").read_text().startswith("| task |")
+    assert (tmp_path / "eval" / "summary_tracked_lk.md").read_text().startswith("| task |")
+
+
+def test_language_conditioned_evaluation_executes_a_generated_flow(windows, demos_root, tmp_path):
+    from im2flow_tiny import tiny_generator_config
+
+    from im2flow.generator import FlowGenerator
+    from policies.evaluate import EvalConfig, evaluate
+    from policies.train import TrainConfig, Trainer
+
+    Trainer(
+        TrainConfig(policy=tiny_config(), windows=windows.config, batch_size=4, max_steps=1, warmup_steps=1),
+        tmp_path / "run",
+        windows,
+    ).fit(progress=False)
+    torch.manual_seed(0)
+    generator = FlowGenerator(tiny_generator_config()).save(tmp_path / "generator.pt")
+    cfg = EvalConfig(
+        policy=str(tmp_path / "run" / "policy_ema.pt"),
+        demos=str(demos_root),
+        tasks=["pick_place", "open_drawer"],
+        episodes=1,
+        plan_source="generated",
+        generator=str(generator),
+        num_flows=2,
+        moving_threshold_px=0.5,
+        max_chunks=1,
+        action_horizon=4,
+        num_points=16,
+    )
+    summary = evaluate(cfg, tmp_path / "eval", progress=False)
+    assert summary["plan_source"] == "generated"
+    assert all(row["episodes"] == 1 and row["mean_steps"] == 4 for row in summary["tasks"].values())
+    assert (tmp_path / "eval" / "summary_generated_oracle.md").is_file()
+    assert len(list((tmp_path / "eval" / "videos").glob("*.mp4"))) == 2
