@@ -3,6 +3,8 @@
     .venv/bin/python scripts/contact_sheet.py outputs/sim_demos/dataset.zarr outputs/sim_play/dataset.zarr \
         --out docs/sim_contact_sheet.png
     .venv/bin/python scripts/contact_sheet.py outputs/ingest/overlays/*.mp4 --out docs/ingest_sheet.jpg
+    .venv/bin/python scripts/contact_sheet.py outputs/im2flow/bench_eval/gifs/*.gif --last \
+        --out docs/flowgen_samples.jpg      # generated vs true flows: each GIF's last frame, full size
 """
 
 from __future__ import annotations
@@ -34,12 +36,15 @@ def main() -> None:
     )
     parser.add_argument("--out", type=Path, default=Path("docs/sim_contact_sheet.png"))
     parser.add_argument("--columns", type=int, default=5)
+    parser.add_argument("--last", action="store_true", help="videos: only the last frame, at full size")
     args = parser.parse_args()
     rows = []
     for path in args.datasets:
-        if path.suffix == ".mp4":  # an overlay video: tracks are already drawn
-            frames, _, _ = read_video(path, size=(320, 240))
-            rows.append(strip_of(frames, args.columns, path.stem))
+        if path.suffix in (".mp4", ".gif"):  # an overlay video: tracks are already drawn
+            if args.last:
+                rows.append(strip_of(read_video(path)[0][-1:], 1, path.stem))
+            else:
+                rows.append(strip_of(read_video(path, size=(320, 240))[0], args.columns, path.stem))
             continue
         ds = FlowDataset(path)
         seen: set[str] = set()
