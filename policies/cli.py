@@ -153,6 +153,36 @@ def evaluate_policy(
     typer.echo(json.dumps(summary["tasks"]))
 
 
+pipeline_app = typer.Typer(
+    help="The whole chain: sim demos and play → ingest → im2flow → policy → evaluation → report.",
+    no_args_is_help=True,
+)
+
+
+@pipeline_app.command("run")
+def run_pipeline(
+    config: Annotated[Path, typer.Argument(help="A preset: configs/pipeline/quick.yaml or full.yaml.")],
+    overrides: OverridesArg = None,
+    out: Annotated[Path | None, typer.Option(help="Output folder; default outputs/pipeline/<name>.")] = None,
+    until: Annotated[str | None, typer.Option(help="Stop after this stage.")] = None,
+) -> None:
+    """Run every unfinished stage (a rerun resumes where it stopped) and print where the report is."""
+    from policies.pipeline import STAGES, Pipeline, PipelineConfig
+
+    try:
+        if until is not None and until not in STAGES:
+            raise ConfigError(f"--until must be one of {', '.join(STAGES)}, got {until!r}")
+        cfg = load_config(PipelineConfig, config, overrides or [])
+        pipeline = Pipeline(cfg, out or Path("outputs/pipeline") / cfg.name)
+    except (ConfigError, UnknownComponentError) as err:
+        typer.secho(f"error: {err}", fg=typer.colors.RED, err=True)
+        raise typer.Exit(code=2) from err
+    records = pipeline.run(until)
+    if "report" in records:
+        typer.echo(f"report: {pipeline.folder('report') / 'report.html'} (and report.md)")
+
+
 def register(app: typer.Typer) -> None:
     app.add_typer(sim_app, name="sim")
     app.add_typer(policy_app, name="policy")
+    app.add_typer(pipeline_app, name="pipeline")

@@ -34,6 +34,8 @@ run = run_cli
         ["flow", "train"],
         ["flow", "sample"],
         ["flow", "eval"],
+        ["pipeline"],
+        ["pipeline", "run"],
     ],
 )
 def test_help_works_for_every_command(command):

@@ -7,6 +7,7 @@ import yaml
 from im2flow.evaluate import FlowEvalConfig
 from im2flow.train import FlowTrainConfig
 from policies.evaluate import EvalConfig
+from policies.pipeline import PipelineConfig
 from policies.sim.generate import GenerateConfig
 from policies.train import TrainConfig
 from preprocessing.config import ConfigError, load_config, save_config, to_dict
@@ -22,6 +23,7 @@ CONFIG_FILES = {
     "configs/policy/eval.yaml": EvalConfig,
     "configs/im2flow/train_small.yaml": FlowTrainConfig,
     "configs/im2flow/eval.yaml": FlowEvalConfig,
+    "configs/pipeline/quick.yaml": PipelineConfig,
 }
 
 
@@ -78,9 +80,19 @@ def test_every_committed_config_loads_into_its_dataclass(relpath):
     assert to_dict(cfg) == to_dict(cls()), f"{relpath} should state the defaults of {cls.__name__}"
 
 
+PRESETS = {"configs/pipeline/full.yaml": PipelineConfig}
+"""Configs that differ from the defaults on purpose: they must load, not equal the defaults."""
+
+
+@pytest.mark.parametrize("relpath", sorted(PRESETS))
+def test_every_preset_loads(relpath):
+    cfg = load_config(PRESETS[relpath], REPO / relpath)
+    assert to_dict(cfg) != to_dict(PRESETS[relpath]())
+
+
 def test_every_config_file_in_configs_is_covered():
     found = {str(p.relative_to(REPO)) for p in (REPO / "configs").rglob("*.yaml")}
-    assert found <= set(CONFIG_FILES), (
+    assert found <= set(CONFIG_FILES) | set(PRESETS), (
         f"add these to CONFIG_FILES so they are tested: {found - set(CONFIG_FILES)}"
     )
 
