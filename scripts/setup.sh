@@ -9,16 +9,18 @@ VENV="$ROOT/.venv"
 STAMP="$VENV/.im2flow2act-installed"
 TORCH_SPEC="${IM2FLOW2ACT_TORCH:-torch==2.13.0}"
 
-# Debian libraries for offscreen MuJoCo rendering (EGL / OSMesa), when we are root and they are missing.
+# Debian libraries for offscreen MuJoCo rendering (EGL / OSMesa) and chromium (the report is checked in a
+# real headless browser), when we are root and they are missing.
 if [ "$(id -u)" = "0" ] && command -v apt-get >/dev/null 2>&1; then
   missing=()
   ldconfig -p | grep -q "libEGL.so.1 " || missing+=(libegl1)
   ldconfig -p | grep -q "libGL.so.1 " || missing+=(libgl1)
   ldconfig -p | grep -q "libOSMesa.so" || missing+=(libosmesa6)
+  command -v chromium >/dev/null 2>&1 || missing+=(chromium)
   if [ ${#missing[@]} -gt 0 ]; then
-    echo "setup: installing ${missing[*]} (offscreen rendering)"
+    echo "setup: installing ${missing[*]} (offscreen rendering, report check)"
     (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null) \
-      || echo "setup: warning: could not install ${missing[*]}; MuJoCo rendering may fail" >&2
+      || echo "setup: warning: could not install ${missing[*]}; rendering or the report check may fail" >&2
   fi
 fi
 

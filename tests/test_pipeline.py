@@ -4,8 +4,13 @@ evaluation (demo flow, generated flow, expert) → report; then a rerun that res
 from __future__ import annotations
 
 import json
+import shutil
+import subprocess
 
+import numpy as np
+import pytest
 from im2flow_tiny import tiny_generator_config
+from PIL import Image
 
 from im2flow.train import FlowTrainConfig
 from policies.data import WindowConfig
@@ -45,9 +50,15 @@ def miniature() -> PipelineConfig:
     )
 
 
-def test_miniature_pipeline_runs_every_stage_and_resumes(tmp_path):
-    pipeline = Pipeline(miniature(), tmp_path / "run", progress=False)
-    records = pipeline.run()
+@pytest.fixture(scope="module")
+def finished(tmp_path_factory):
+    root = tmp_path_factory.mktemp("pipeline")
+    pipeline = Pipeline(miniature(), root / "run", progress=False)
+    return pipeline, pipeline.run()
+
+
+def test_miniature_pipeline_runs_every_stage_and_resumes(finished):
+    pipeline, records = finished
     assert list(records) == list(STAGES)
     for stage in STAGES:
         assert (pipeline.folder(stage) / "stage.json").is_file()
@@ -59,5 +70,31 @@ def test_miniature_pipeline_runs_every_stage_and_resumes(tmp_path):
     html = (pipeline.folder("report") / "report.html").read_text()
     assert html.count("<table>") >= 3 and "<video" in html and "data:image/png;base64," in html
     assert "scripted expert" in (pipeline.folder("report") / "report.md").read_text()
-    again = Pipeline(miniature(), tmp_path / "run", progress=False).run()
+    again = Pipeline(miniature(), pipeline.out, progress=False).run()
     assert json.dumps(again) == json.dumps(records)  # nothing re-ran
+
+
+def _chromium() -> str | None:
+    return shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")
+
+
+@pytest.mark.skipif(
+    _chromium() is None, reason="no chromium (scripts/setup.sh installs it on Debian as root)"
+)
+def test_report_renders_in_headless_chromium(finished, tmp_path):
+    pipeline, _ = finished
+    page = (pipeline.folder("report") / "report.html").resolve().as_uri()
+    args = [_chromium(), "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars"]
+    shot = tmp_path / "report.png"
+    subprocess.run(
+        [*args, "--window-size=1200,1600", f"--screenshot={shot}", page],
+        timeout=120,
+        check=True,
+        capture_output=True,
+    )
+    image = np.asarray(Image.open(shot).convert("L"))
+    assert image.shape == (1600, 1200) and image.std() > 20  # a rendered page, not a blank one
+    dom = subprocess.run([*args, "--dump-dom", page], timeout=120, check=True, capture_output=True, text=True)
+    rendered = dom.stdout
+    assert rendered.count("<table>") >= 3 and "<img" in rendered and "<video" in rendered
+    assert "Task success" in rendered and "scripted expert" in rendered
