@@ -121,10 +121,7 @@ class FlowGenerator(nn.Module):
         queries = queries.to(self.device).float().repeat_interleave(s, 0)
         texts = [t for t in texts for _ in range(s)]
         condition = self.denoiser.condition(images, queries, self._text(texts))
-        f = c.flow
-        shape = self.denoiser.model_space_shape(b * s) if hasattr(self.denoiser, "model_space_shape") else (
-            b * s, f.num_frames, 3, f.grid_size, f.grid_size
-        )
+        shape = self.denoiser.model_space_shape(b * s)
         if c.objective == "regression":
             zeros = torch.zeros(b * s, dtype=torch.long, device=self.device)
             x = self.denoiser(torch.zeros(shape, device=self.device), zeros, condition)

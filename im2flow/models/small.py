@@ -132,6 +132,9 @@ class SmallDenoiser(nn.Module):
         return self.image_encoder.resize(images)
 
     # the small preset diffuses flow images directly (pixel space)
+    def model_space_shape(self, batch: int) -> tuple[int, ...]:
+        return (batch, self.num_frames, 3, self.grid_size, self.grid_size)
+
     def to_model_space(self, flow: torch.Tensor) -> torch.Tensor:
         return flow
 
