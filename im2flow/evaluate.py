@@ -133,9 +133,8 @@ def evaluate_method(
         by_task[task] = {k: float(np.nanmean([r[k] for r in rows])) for k in rows[0]}
     overall = {k: float(np.nanmean([r[k] for r in per_clip])) for k in per_clip[0]}
     followed = None
-    if pairs:
-        own = method(held, [a for a, _ in pairs], [held.tasks[a] for a, _ in pairs])
-        right = [ade(own[k][0], true[a]) < ade(own[k][0], true[b]) for k, (a, b) in enumerate(pairs)]
+    if pairs:  # clip a was generated with its own instruction above: is it nearer a's flow than b's?
+        right = [ade(samples[a][0], true[a]) < ade(samples[a][0], true[b]) for a, b in pairs]
         followed = float(np.mean(right))
     return {
         "overall": overall,

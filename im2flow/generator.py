@@ -20,6 +20,7 @@ from torch import nn
 from im2flow.flow_image import FlowImageConfig, decode
 from im2flow.models.small import SmallConfig, SmallDenoiser
 from im2flow.text import MINILM, TextEncoder
+from preprocessing.run_log import save_atomic
 
 PRESETS = ("small", "sd15")
 
@@ -168,10 +169,7 @@ class FlowGenerator(nn.Module):
     def save(self, path: str | Path) -> Path:
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(".tmp")
-        torch.save({"config": self.config, "state_dict": self.denoiser.state_dict()}, tmp)
-        tmp.replace(path)
-        return path
+        return save_atomic({"config": self.config, "state_dict": self.denoiser.state_dict()}, path)
 
 
 def load_generator(path: str | Path, device: str = "cpu") -> FlowGenerator:

@@ -8,8 +8,6 @@ weights, the optimiser, the LR schedule and the step. Metrics go to ``metrics.cs
 
 from __future__ import annotations
 
-import csv
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -25,6 +23,7 @@ from im2flow.flow_image import decode
 from im2flow.generator import FlowGenerator, GeneratorConfig
 from im2flow.pictures import write_comparison
 from preprocessing.config import save_config
+from preprocessing.run_log import MetricsLog, save_atomic
 
 CHECKPOINT = "checkpoint.pt"
 EXPORT = "generator_ema.pt"
@@ -92,10 +91,7 @@ class FlowTrainer:
             "optimizer": self.optimizer.state_dict(),
             "lr_schedule": self.lr_schedule.state_dict(),
         }
-        tmp = path.with_suffix(".tmp")
-        torch.save(state, tmp)
-        tmp.replace(path)
-        return path
+        return save_atomic(state, path)
 
     def load(self) -> None:
         state = torch.load(self.out_dir / CHECKPOINT, weights_only=False)
@@ -139,34 +135,20 @@ class FlowTrainer:
             self.load()
         if self.step == 0:
             self.finetune_decoder()
-        from torch.utils.tensorboard import SummaryWriter
-
-        writer = SummaryWriter(self.out_dir / "tensorboard")
-        log_path = self.out_dir / "metrics.csv"
-        new_log = not log_path.is_file()
-        started = time.perf_counter()
         last: dict[str, float] = {}
-        with log_path.open("a", newline="") as fh:
-            log = csv.writer(fh)
-            if new_log:
-                log.writerow(["step", "loss", "lr", "seconds"])
+        with MetricsLog(self.out_dir, ["loss", "lr"]) as log:
             bar = tqdm(total=c.max_steps, initial=self.step, desc="train im2flow", disable=not self.progress)
             while self.step < c.max_steps:
                 last = self.train_step()
                 bar.update()
                 if self.step % c.log_every == 0 or self.step == c.max_steps:
-                    seconds = round(time.perf_counter() - started, 2)
-                    log.writerow([self.step, last["loss"], last["lr"], seconds])
-                    fh.flush()
-                    writer.add_scalar("loss", last["loss"], self.step)
-                    writer.add_scalar("lr", last["lr"], self.step)
+                    log.write(self.step, last)
                     bar.set_postfix(loss=f"{last['loss']:.4f}")
                 if self.step % c.checkpoint_every == 0 or self.step == c.max_steps:
                     self.save()
                 if c.sample_every and (self.step % c.sample_every == 0 or self.step == c.max_steps):
                     self.write_samples()
             bar.close()
-        writer.close()
         self.export()
         return last
 

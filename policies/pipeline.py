@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -125,9 +125,8 @@ class Pipeline:
 
     def stage_ingest(self, folder: Path) -> dict:
         c = self.config
-        cfg = c.ingest
-        cfg.frame_size = (int(c.image_size[0]), int(c.image_size[1]))
-        cfg.grid_size = c.flow.generator.flow.grid_size
+        size = (int(c.image_size[0]), int(c.image_size[1]))
+        cfg = replace(c.ingest, frame_size=size, grid_size=c.flow.generator.flow.grid_size)
         rows = [
             json.loads(line) for line in (self.folder("videos") / "manifest.jsonl").read_text().splitlines()
         ]
@@ -155,9 +154,8 @@ class Pipeline:
 
     def stage_im2flow(self, folder: Path) -> dict:
         c = self.config
-        cfg = c.flow
-        cfg.data = [str(self.folder("ingest") / "dataset.zarr")]
-        cfg.held_out_per_task = c.eval_episodes
+        data = [str(self.folder("ingest") / "dataset.zarr")]
+        cfg = replace(c.flow, data=data, held_out_per_task=c.eval_episodes)
         trainer = FlowTrainer(cfg, folder, progress=self.progress)
         last = trainer.fit()
         flow_eval = FlowEvalConfig(run=str(folder), held_out_per_task=c.eval_episodes)
@@ -169,8 +167,7 @@ class Pipeline:
         return {}
 
     def stage_policy(self, folder: Path) -> dict:
-        cfg = self.config.policy
-        cfg.data = [str(self.folder("play") / "dataset.zarr")]
+        cfg = replace(self.config.policy, data=[str(self.folder("play") / "dataset.zarr")])
         trainer = Trainer(cfg, folder)
         last = trainer.fit(progress=self.progress)
         return {"final_loss": last.get("loss")}
@@ -180,12 +177,16 @@ class Pipeline:
         tables: dict[str, dict] = {}
         for plan in ("tracked", "generated"):
             for tracker in c.trackers:
-                cfg = c.evaluation
-                cfg.policy = str(self.folder("policy") / "policy_ema.pt")
-                cfg.demos = str(self.folder("demos") / "dataset.zarr")
-                cfg.generator = str(self.folder("im2flow") / EXPORT)
-                cfg.tasks, cfg.episodes = list(c.tasks), c.eval_episodes
-                cfg.plan_source, cfg.tracker = plan, tracker
+                cfg = replace(
+                    c.evaluation,
+                    policy=str(self.folder("policy") / "policy_ema.pt"),
+                    demos=str(self.folder("demos") / "dataset.zarr"),
+                    generator=str(self.folder("im2flow") / EXPORT),
+                    tasks=list(c.tasks),
+                    episodes=c.eval_episodes,
+                    plan_source=plan,
+                    tracker=tracker,
+                )
                 summary = evaluate_policy(cfg, folder / plan, progress=self.progress)
                 tables[f"{plan}/{tracker}"] = {t: row["success_rate"] for t, row in summary["tasks"].items()}
         tables["expert"] = self._sim("expert", folder / "expert", c.expert_episodes)

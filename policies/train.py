@@ -9,8 +9,6 @@ The learning rate follows a cosine schedule with warm-up, and the LR scheduler s
 
 from __future__ import annotations
 
-import csv
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -24,6 +22,7 @@ from tqdm import tqdm
 from policies.data import PlayWindows, WindowConfig
 from policies.flow_policy import FlowPolicy, FlowPolicyConfig
 from preprocessing.config import save_config
+from preprocessing.run_log import MetricsLog, save_atomic
 
 CHECKPOINT = "checkpoint.pt"
 
@@ -78,10 +77,7 @@ class Trainer:
             "optimizer": self.optimizer.state_dict(),
             "lr_schedule": self.lr_schedule.state_dict(),
         }
-        tmp = path.with_suffix(".tmp")
-        torch.save(state, tmp)
-        tmp.replace(path)
-        return path
+        return save_atomic(state, path)
 
     def load(self, path: Path | None = None) -> None:
         state = torch.load(path or self.out_dir / CHECKPOINT, weights_only=False)
@@ -115,41 +111,18 @@ class Trainer:
         c = self.config
         if (self.out_dir / CHECKPOINT).is_file() and self.step == 0:
             self.load()
-        from torch.utils.tensorboard import SummaryWriter
-
-        writer = SummaryWriter(self.out_dir / "tensorboard")
-        log_path = self.out_dir / "metrics.csv"
-        new_log = not log_path.is_file()
-        started = time.perf_counter()
         last: dict[str, float] = {}
-        with log_path.open("a", newline="") as fh:
-            log = csv.writer(fh)
-            if new_log:
-                log.writerow(["step", "loss", "denoise", "align", "lr", "seconds"])
+        with MetricsLog(self.out_dir, ["loss", "denoise", "align", "lr"]) as log:
             bar = tqdm(total=c.max_steps, initial=self.step, desc="train policy", disable=not progress)
             while self.step < c.max_steps:
                 last = self.train_step()
                 bar.update()
                 if self.step % c.log_every == 0 or self.step == c.max_steps:
-                    seconds = time.perf_counter() - started
-                    log.writerow(
-                        [
-                            self.step,
-                            last["loss"],
-                            last["denoise"],
-                            last["align"],
-                            last["lr"],
-                            round(seconds, 2),
-                        ]
-                    )
-                    fh.flush()
-                    for key in ("loss", "denoise", "align", "lr"):
-                        writer.add_scalar(key, last[key], self.step)
+                    log.write(self.step, last)
                     bar.set_postfix(loss=f"{last['loss']:.4f}")
                 if self.step % c.checkpoint_every == 0 or self.step == c.max_steps:
                     self.save()
             bar.close()
-        writer.close()
         self.export()
         return last
 

@@ -176,7 +176,7 @@ def test_sim_bad_task_and_show(tmp_path):
 
 def test_flow_sample_on_a_real_frame_writes_npz_and_gif(tmp_path, clip_path):
     import torch
-    from im2flow_tiny import tiny_generator_config
+    from tiny_configs import tiny_generator_config
 
     from im2flow.generator import FlowGenerator
 

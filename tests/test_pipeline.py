@@ -9,22 +9,19 @@ import subprocess
 
 import numpy as np
 import pytest
-from im2flow_tiny import tiny_generator_config
 from PIL import Image
+from tiny_configs import tiny_generator_config, tiny_policy_config
 
 from im2flow.train import FlowTrainConfig
 from policies.data import WindowConfig
 from policies.evaluate import EvalConfig
-from policies.flow_policy import FlowPolicyConfig
 from policies.pipeline import STAGES, Pipeline, PipelineConfig
 from policies.train import TrainConfig
 from preprocessing.ingest import IngestConfig
 
 
 def miniature() -> PipelineConfig:
-    policy = FlowPolicyConfig(
-        dim=32, heads=2, state_depth=1, align_depth=1, remaining_depth=1, unet_dims=[32, 64], plan_frames=8
-    )
+    policy = tiny_policy_config()
     return PipelineConfig(
         name="mini",
         tasks=["pick_place", "open_drawer"],

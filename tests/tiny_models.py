@@ -93,37 +93,15 @@ def save_grounding_dino(folder: Path) -> Path:
 
 def save_owlv2(folder: Path) -> Path:
     from transformers import (
-        CLIPTokenizerFast,
         Owlv2Config,
         Owlv2ForObjectDetection,
         Owlv2ImageProcessorPil,
         Owlv2Processor,
     )
 
-    chars = _byte_alphabet()
-    vocab = {c: i for i, c in enumerate(chars)}
-    vocab.update({c + "</w>": len(chars) + i for i, c in enumerate(chars)})
-    vocab["<|startoftext|>"], vocab["<|endoftext|>"] = len(vocab), len(vocab) + 1
-    tokenizer = CLIPTokenizerFast(
-        vocab=vocab,
-        merges=[],
-        unk_token="<|endoftext|>",
-        bos_token="<|startoftext|>",
-        eos_token="<|endoftext|>",
-        pad_token="!",
-    )
+    tokenizer, vocab = _clip_tokenizer(16)
     config = Owlv2Config(
-        text_config=dict(
-            vocab_size=len(vocab),
-            hidden_size=16,
-            intermediate_size=32,
-            num_hidden_layers=1,
-            num_attention_heads=2,
-            max_position_embeddings=16,
-            bos_token_id=vocab["<|startoftext|>"],
-            eos_token_id=vocab["<|endoftext|>"],
-            pad_token_id=0,
-        ),
+        text_config=_clip_text_options(vocab, hidden=16),
         vision_config=dict(
             hidden_size=16,
             intermediate_size=32,
@@ -191,17 +169,12 @@ def _clip_tokenizer(max_length: int):
     return tokenizer, vocab
 
 
-def save_sd15(folder: Path) -> Path:
-    """A tiny Stable-Diffusion-1.5-shaped folder (unet/, vae/, text_encoder/, tokenizer/), random weights."""
-    from diffusers import AutoencoderKL, UNet2DConditionModel
-    from transformers import CLIPTextConfig, CLIPTextModel
-
-    tokenizer, vocab = _clip_tokenizer(16)
-    tokenizer.save_pretrained(folder / "tokenizer")
-    text = CLIPTextConfig(
+def _clip_text_options(vocab: dict[str, int], hidden: int) -> dict:
+    """A one-layer CLIP text tower over the tiny byte vocabulary, 16 positions (the tokenizer's length)."""
+    return dict(
         vocab_size=len(vocab),
-        hidden_size=32,
-        intermediate_size=64,
+        hidden_size=hidden,
+        intermediate_size=2 * hidden,
         num_hidden_layers=1,
         num_attention_heads=2,
         max_position_embeddings=16,
@@ -209,6 +182,16 @@ def save_sd15(folder: Path) -> Path:
         eos_token_id=vocab["<|endoftext|>"],
         pad_token_id=0,
     )
+
+
+def save_sd15(folder: Path) -> Path:
+    """A tiny Stable-Diffusion-1.5-shaped folder (unet/, vae/, text_encoder/, tokenizer/), random weights."""
+    from diffusers import AutoencoderKL, UNet2DConditionModel
+    from transformers import CLIPTextConfig, CLIPTextModel
+
+    tokenizer, vocab = _clip_tokenizer(16)
+    tokenizer.save_pretrained(folder / "tokenizer")
+    text = CLIPTextConfig(**_clip_text_options(vocab, hidden=32))
     CLIPTextModel(text).save_pretrained(folder / "text_encoder")
     AutoencoderKL(
         in_channels=3,

@@ -7,7 +7,7 @@ import json
 import numpy as np
 import pytest
 import torch
-from im2flow_tiny import G, T, tiny_generator_config
+from tiny_configs import G, T, tiny_generator_config
 
 from im2flow.data import ClipConfig, FlowClips, build_clips
 from im2flow.flow_image import FlowImageConfig, decode, encode, future_tracks

@@ -2,6 +2,7 @@
 
 import pytest
 import torch
+from tiny_configs import tiny_policy_config
 from torch.utils.data import DataLoader
 
 from policies.data import PlayWindows, WindowConfig
@@ -13,15 +14,9 @@ def windows(play_root):
     return PlayWindows(play_root, WindowConfig(num_points=16, plan_frames=8))
 
 
-def tiny_config() -> FlowPolicyConfig:
-    return FlowPolicyConfig(
-        dim=32, heads=2, state_depth=1, align_depth=1, remaining_depth=1, unet_dims=[32, 64], plan_frames=8
-    )
-
-
 def test_tiny_policy_loss_goes_down_on_play(windows):
     torch.manual_seed(0)
-    policy = FlowPolicy(tiny_config())
+    policy = FlowPolicy(tiny_policy_config())
     policy.normalizer.fit(windows.statistics())
     loader = DataLoader(windows, batch_size=32, shuffle=True, generator=torch.Generator().manual_seed(0))
     batch = next(iter(loader))
@@ -41,7 +36,7 @@ def test_tiny_policy_loss_goes_down_on_play(windows):
 
 
 def test_predicted_actions_have_the_right_shape_and_range(windows):
-    policy = FlowPolicy(tiny_config()).eval()
+    policy = FlowPolicy(tiny_policy_config()).eval()
     policy.normalizer.fit(windows.statistics())
     batch = {k: v[None] for k, v in windows[0].items()}
     actions = policy.predict_action(batch, generator=torch.Generator().manual_seed(0))
@@ -54,10 +49,10 @@ def test_predicted_actions_have_the_right_shape_and_range(windows):
 
 
 def test_save_and_load_give_identical_actions(windows, tmp_path):
-    policy = FlowPolicy(tiny_config()).eval()
+    policy = FlowPolicy(tiny_policy_config()).eval()
     policy.normalizer.fit(windows.statistics())
     torch.save(policy.state_dict(), tmp_path / "policy.pt")
-    loaded = FlowPolicy(tiny_config()).eval()
+    loaded = FlowPolicy(tiny_policy_config()).eval()
     loaded.load_state_dict(torch.load(tmp_path / "policy.pt"))
     batch = {k: v[None] for k, v in windows[3].items()}
     a = policy.predict_action(batch, generator=torch.Generator().manual_seed(5))
@@ -82,7 +77,7 @@ def test_training_resumes_exactly_and_exports_ema(windows, tmp_path):
     from policies.train import TrainConfig, Trainer, load_policy
 
     cfg = TrainConfig(
-        policy=tiny_config(),
+        policy=tiny_policy_config(),
         windows=windows.config,
         batch_size=8,
         max_steps=6,
@@ -119,7 +114,9 @@ def test_closed_loop_evaluation_runs_one_short_episode_per_task(windows, demos_r
     from preprocessing.video import probe_video
 
     trainer = Trainer(
-        TrainConfig(policy=tiny_config(), windows=windows.config, batch_size=4, max_steps=2, warmup_steps=1),
+        TrainConfig(
+            policy=tiny_policy_config(), windows=windows.config, batch_size=4, max_steps=2, warmup_steps=1
+        ),
         tmp_path / "run",
         windows,
     )
@@ -146,14 +143,16 @@ def test_closed_loop_evaluation_runs_one_short_episode_per_task(windows, demos_r
 
 
 def test_language_conditioned_evaluation_executes_a_generated_flow(windows, demos_root, tmp_path):
-    from im2flow_tiny import tiny_generator_config
+    from tiny_configs import tiny_generator_config
 
     from im2flow.generator import FlowGenerator
     from policies.evaluate import EvalConfig, evaluate
     from policies.train import TrainConfig, Trainer
 
     Trainer(
-        TrainConfig(policy=tiny_config(), windows=windows.config, batch_size=4, max_steps=1, warmup_steps=1),
+        TrainConfig(
+            policy=tiny_policy_config(), windows=windows.config, batch_size=4, max_steps=1, warmup_steps=1
+        ),
         tmp_path / "run",
         windows,
     ).fit(progress=False)

@@ -1,8 +1,9 @@
-"""A tiny flow generator config shared by the im2flow and CLI tests (real code path, seconds to train)."""
+"""Tiny generator and policy configs shared by the tests (the real code paths, seconds to train)."""
 
 from im2flow.flow_image import FlowImageConfig
 from im2flow.generator import GeneratorConfig
 from im2flow.models.small import SmallConfig
+from policies.flow_policy import FlowPolicyConfig
 
 G, T = 4, 6
 
@@ -18,3 +19,9 @@ def tiny_generator_config(**kwargs) -> GeneratorConfig:
     )
     flow = FlowImageConfig(grid_size=G, num_frames=T, encoding="displacement")
     return GeneratorConfig(flow=flow, small=small, inference_steps=4, **kwargs)
+
+
+def tiny_policy_config() -> FlowPolicyConfig:
+    return FlowPolicyConfig(
+        dim=32, heads=2, state_depth=1, align_depth=1, remaining_depth=1, unet_dims=[32, 64], plan_frames=8
+    )
