@@ -13,6 +13,7 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 CLIP = REPO / "data" / "clips" / "cups_clip.mp4"
 CLIP_BOX = (136, 0, 228, 108)  # the red cup in the clip's first frame, pixels of 640x360
+SHARED_VIDEOS = REPO.parent / "shared" / "data" / "videos"  # real clips (SOURCES.md there), beside the repo
 
 
 def run_cli(*args: str, timeout: int = 600) -> subprocess.CompletedProcess:

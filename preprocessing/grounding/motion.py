@@ -1,19 +1,22 @@
-"""The ``motion`` grounder: no weights — the object is what moves.
+"""The ``motion`` grounder: no weights — the object is what moves on its own.
 
 A coarse grid over the whole first frame is tracked (LK by default). The camera's own motion is removed
-first: a homography per frame, fitted with RANSAC to all tracked points (the background is most of them),
-so a hand-held camera does not make everything "move". Points whose remaining motion spans more
-than ``threshold_px`` (in a 256-pixel frame) are moving. Moving grid neighbours are joined when their
-motions agree (mean difference below ``coherence_px``), which separates the object from background points
-it drags across or uncovers. The group with the most motion (cells × median span) gives the box, from its
-first-frame cells — a hand lowering a cup beats a torso swaying behind it. Groups mostly on
-the image border in the first frame (an arm coming into view) are skipped when another exists. Good enough
-for one object moving in front of the camera; the prompt is not used.
+first, per frame, with the simpler of two models fitted with RANSAC to all tracked points: a homography
+(camera still or only turning; a flat background) or, when the camera also moves and nearer things shift
+against farther ones (parallax: clearly more points fit the fundamental matrix than the homography), the
+epipolar geometry. A point's independent motion is its distance from where the camera model puts it (the
+homography), or from its epipolar line — so a person standing still while a hand-held camera walks around
+does not "move", but the bag they swing does. Points whose independent motion exceeds ``threshold_px`` (in
+a 256-pixel frame) are moving. Moving grid neighbours are joined when their motions agree (mean difference
+below ``coherence_px``), which separates the object from background points it drags across or uncovers.
+The group with the most motion (cells × median independent motion) gives the box, from its first-frame
+cells — a hand lowering a cup beats a torso swaying behind it. Groups mostly on the image border in the
+first frame (an arm coming into view) are skipped when another exists. Good enough for one object moving
+in front of the camera; the prompt is not used.
 """
 
 from __future__ import annotations
 
-import warnings
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -24,7 +27,7 @@ from scipy.sparse import csgraph
 
 from preprocessing.grounding.base import GROUNDERS, Box, Grounder, NoObjectFound
 from preprocessing.trackers import TRACKERS
-from preprocessing.tracks import grid_in_box, moving_mask
+from preprocessing.tracks import grid_in_box
 
 
 @dataclass
@@ -35,7 +38,11 @@ class MotionConfig:
     """Smallest span of a moving point, in pixels of a 256-pixel frame."""
     coherence_px: float = 4.0
     """Largest mean difference between two neighbours' motions for them to belong to one object."""
+    parallax_coherence_px: float = 8.0
+    """The same when the camera translates: what the homography leaves then includes each point's parallax."""
     compensate_camera: bool = True
+    parallax_ratio: float = 1.25
+    """The epipolar model replaces the homography when it fits this many times more points (later frames)."""
     tracker: str = "lk"
     tracker_args: dict[str, Any] = field(default_factory=dict)
     max_frames: int = 48
@@ -56,12 +63,17 @@ class MotionGrounder(Grounder):
         queries = grid_in_box((0.0, 0.0, 1.0, 1.0), g)
         clip = frames[: cfg.max_frames]
         tracks, visibility = self.tracker.track(clip, queries)
-        px = tracks * 256.0
+        px = tracks.astype(np.float64) * 256.0
+        coherence, parallax = cfg.coherence_px, False
         if cfg.compensate_camera:
-            px = _remove_camera_motion(px, visibility)
-        residual = px - px[:1]
-        moving = moving_mask(px / 256.0, visibility, cfg.threshold_px)
-        labels = _coherent_groups(residual, visibility, moving.reshape(g, g), cfg.coherence_px)
+            px, error, parallax = _remove_camera_motion(px, visibility, cfg.parallax_ratio)
+        else:
+            error = np.linalg.norm(px - px[:1], axis=-1)
+        if parallax:
+            coherence = cfg.parallax_coherence_px
+        motion = np.where(visibility & visibility[:1], error, 0.0).max(axis=0)  # (N,) independent motion
+        moving = (motion > cfg.threshold_px) & (visibility.sum(axis=0) > 1)
+        labels = _coherent_groups(px - px[:1], visibility, moving.reshape(g, g), coherence)
         clusters = [np.argwhere(labels == k) for k in range(1, labels.max() + 1)]
         clusters = [c for c in clusters if len(c) >= cfg.min_points]
         if not clusters:
@@ -69,8 +81,8 @@ class MotionGrounder(Grounder):
                 f"nothing moved more than {cfg.threshold_px:g} px in the first {len(clip)} frames"
             )
         inner = [c for c in clusters if _border_fraction(c, g) < 0.5]
-        span = _span(px, visibility).reshape(g, g)
-        energy = {id(c): len(c) * float(np.median(span[c[:, 0], c[:, 1]])) for c in inner or clusters}
+        motion = motion.reshape(g, g)
+        energy = {id(c): len(c) * float(np.median(motion[c[:, 0], c[:, 1]])) for c in inner or clusters}
         clusters = sorted(inner or clusters, key=lambda c: energy[id(c)], reverse=True)
         best = energy[id(clusters[0])]
         return [self._box(c, energy[id(c)] / best, g) for c in clusters]
@@ -83,17 +95,49 @@ class MotionGrounder(Grounder):
         return Box((float(x0), float(y0), float(x1), float(y1)), score=score, label="moving")
 
 
-def _remove_camera_motion(px: np.ndarray, visibility: np.ndarray) -> np.ndarray:
-    """Map every frame's points back through the camera's motion (a RANSAC homography to frame 0)."""
+def _remove_camera_motion(
+    px: np.ndarray, visibility: np.ndarray, parallax_ratio: float
+) -> tuple[np.ndarray, np.ndarray, bool]:
+    """Undo the camera's motion → (positions mapped back to frame 0, (T, N) independent motion in px,
+    whether the epipolar model was used).
+
+    Per frame, a RANSAC homography to frame 0 maps the points back; the distance to where they started
+    is their independent motion. When the camera also translates, near and far things shift differently
+    and no homography explains the still background; then many more points fit a fundamental matrix,
+    and the distance to the epipolar line (Sampson) is the independent motion instead.
+    """
     out = px.copy()
+    homography_error = np.linalg.norm(px - px[:1], axis=-1)
+    epipolar_error = homography_error.copy()
+    inlier_ratio = []
     for t in range(1, len(px)):
         both = visibility[0] & visibility[t]
-        if both.sum() < 8:
+        if both.sum() < 16:
             continue
-        homography, _ = cv2.findHomography(px[t, both], px[0, both], cv2.RANSAC, 2.0)
-        if homography is not None:
-            out[t] = cv2.perspectiveTransform(px[t][None].astype(np.float64), homography)[0]
-    return out
+        homography, h_inliers = cv2.findHomography(px[t, both], px[0, both], cv2.RANSAC, 2.0)
+        if homography is None:
+            continue
+        out[t] = cv2.perspectiveTransform(px[t][None], homography)[0]
+        homography_error[t] = np.linalg.norm(out[t] - px[0], axis=-1)
+        epipolar_error[t] = homography_error[t]
+        fundamental, f_inliers = cv2.findFundamentalMat(px[0, both], px[t, both], cv2.FM_RANSAC, 1.0, 0.999)
+        if fundamental is not None and fundamental.shape == (3, 3):
+            epipolar_error[t] = _sampson_distance(fundamental, px[0], px[t])
+            inlier_ratio.append(f_inliers.sum() / max(h_inliers.sum(), 1))
+    # parallax shows once the camera has moved: judge it on the later half of the frames
+    parallax = bool(inlier_ratio) and np.median(inlier_ratio[len(inlier_ratio) // 2 :]) >= parallax_ratio
+    return out, (epipolar_error if parallax else homography_error), parallax
+
+
+def _sampson_distance(fundamental: np.ndarray, first: np.ndarray, later: np.ndarray) -> np.ndarray:
+    """(N,) first-order distance of each correspondence from the epipolar constraint, in pixels."""
+    x0 = np.concatenate([first, np.ones((len(first), 1))], axis=1)
+    x1 = np.concatenate([later, np.ones((len(later), 1))], axis=1)
+    line_in_later = x0 @ fundamental.T
+    line_in_first = x1 @ fundamental
+    numerator = np.sum(x1 * line_in_later, axis=1) ** 2
+    denominator = (line_in_later[:, :2] ** 2).sum(axis=1) + (line_in_first[:, :2] ** 2).sum(axis=1)
+    return np.sqrt(numerator / np.maximum(denominator, 1e-12))
 
 
 def _coherent_groups(
@@ -125,15 +169,6 @@ def _coherent_groups(
     ids = {c: k + 1 for k, c in enumerate(np.unique(components[flat_moving]))}
     labels[flat_moving] = [ids[c] for c in components[flat_moving]]
     return labels.reshape(g, g)
-
-
-def _span(px: np.ndarray, visibility: np.ndarray) -> np.ndarray:
-    """(N,) larger side of the box around each point's visible positions (0 if seen fewer than twice)."""
-    seen = np.where(visibility[..., None], px, np.nan)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)
-        span = np.nanmax(seen, axis=0) - np.nanmin(seen, axis=0)
-    return np.nan_to_num(span, nan=0.0).max(axis=-1)
 
 
 def _border_fraction(cells: np.ndarray, g: int) -> float:
