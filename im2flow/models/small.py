@@ -4,7 +4,9 @@ Time is folded into channels: the T-frame flow video (T, 3, G, G) is one G×G im
 2-D conditional U-Net (``diffusers.UNet2DConditionModel``) denoises all frames jointly. Every grid cell also
 gets, as extra input channels, its query position and the image features under it (bilinearly sampled from
 a small CNN trained with the model), so the network knows what each point sits on. The instruction tokens
-and a coarse grid of image tokens enter through cross-attention.
+and a coarse grid of image tokens enter through cross-attention; the instruction is also added to the
+timestep embedding of every residual block (``text_in_time_embedding``), because one text token among
+144 image tokens was easy for cross-attention to ignore (instruction following was at chance without it).
 """
 
 from __future__ import annotations
@@ -32,6 +34,8 @@ class SmallConfig:
     unet_channels: list[int] = field(default_factory=lambda: [64, 128, 128])
     layers_per_block: int = 1
     attention_head_dim: int = 16
+    text_in_time_embedding: bool = True
+    """Also add the projected instruction to the U-Net's timestep embedding (global conditioning)."""
 
 
 class ImageEncoder(nn.Module):
@@ -106,6 +110,8 @@ class SmallDenoiser(nn.Module):
             cross_attention_dim=config.cross_dim,
             attention_head_dim=config.attention_head_dim,
             norm_num_groups=min(32, channels[0] // 2),
+            class_embed_type="projection" if config.text_in_time_embedding else None,
+            projection_class_embeddings_input_dim=config.cross_dim if config.text_in_time_embedding else None,
         )
 
     def condition(
@@ -125,7 +131,8 @@ class SmallDenoiser(nn.Module):
         b, frames, c, g, _ = x.shape
         inputs = torch.cat([x.reshape(b, frames * c, g, g), condition["extra"]], dim=1)
         context = torch.cat([condition["text_tokens"], condition["image_tokens"]], dim=1)
-        out = self.unet(inputs, t, encoder_hidden_states=context).sample
+        text = condition["text_tokens"].mean(dim=1) if self.config.text_in_time_embedding else None
+        out = self.unet(inputs, t, encoder_hidden_states=context, class_labels=text).sample
         return out.reshape(b, frames, c, g, g)
 
     def prepare_images(self, images: torch.Tensor) -> torch.Tensor:
