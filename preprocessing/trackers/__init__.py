@@ -1,5 +1,6 @@
 """Point trackers behind one interface, picked by name from ``TRACKERS`` (``lk`` needs no weights)."""
 
+from preprocessing.trackers import cotracker3  # noqa: F401  (registers cotracker3, cotracker3-online)
 from preprocessing.trackers.base import TRACKERS, OnlineTracker, Tracker
 from preprocessing.trackers.lucas_kanade import LKConfig, LucasKanadeTracker
 

@@ -13,7 +13,11 @@ def pixel_errors(tracks, queries, shifts):
     return np.linalg.norm(to_pixels(tracks, SIZE) - expected, axis=-1)
 
 
-@pytest.mark.parametrize("name", TRACKERS.names())
+# CoTracker3 needs its checkpoint to track anything (its tests build it with random weights instead)
+NEED_WEIGHTS = {"cotracker3", "cotracker3-online"}
+
+
+@pytest.mark.parametrize("name", sorted(set(TRACKERS.names()) - NEED_WEIGHTS))
 def test_every_registered_tracker_follows_known_motion(name, texture_video):
     frames, shifts = texture_video
     queries = grid_in_box([0.25, 0.25, 0.6, 0.6], grid_size=12)
