@@ -13,6 +13,7 @@ import json
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -25,7 +26,7 @@ from policies.sim.ground_truth import attach_points
 from policies.sim.scene import SceneConfig
 from policies.train import load_policy
 from preprocessing.dataset import FlowDataset
-from preprocessing.trackers import TRACKERS
+from preprocessing.trackers import TRACKERS, OnlineTracker, Tracker
 from preprocessing.tracks import grid_in_box, moving_mask, resample_tracks
 from preprocessing.video import write_video
 from preprocessing.visualize import draw_tracks, draw_trajectories
@@ -48,7 +49,13 @@ class EvalConfig:
     moving_threshold_px: float = 10.0
     """generated: points whose flow moves less than this (256-pixel frame) are dropped (reference §4.6)."""
     tracker: str = "oracle"
-    """Online tracking during the rollout: oracle (simulator) or lk."""
+    """Online tracking during the rollout: oracle (simulator) or a registered online tracker (lk,
+    cotracker3-online)."""
+    tracker_args: dict[str, Any] = field(default_factory=dict)
+    """Config of the online tracker, e.g. {checkpoint: models/cotracker3/scaled_online.pth}."""
+    plan_tracker: str = "lk"
+    """plan_source=tracked: the tracker run over the demo video (lk, cotracker3)."""
+    plan_tracker_args: dict[str, Any] = field(default_factory=dict)
     action_horizon: int = 8
     max_chunks: int = 20
     num_points: int = 128
@@ -67,7 +74,7 @@ class EpisodeResult:
 
 
 def plan_from_demo(
-    view, source: str, grid: int = 32, tracker_name: str = "lk"
+    view, source: str, grid: int = 32, tracker: Tracker | None = None
 ) -> tuple[np.ndarray, np.ndarray]:
     """(tracks, visibility) of the demo's moving object points, from its video or from the simulator."""
     if source not in ("tracked", "ground_truth"):
@@ -77,7 +84,7 @@ def plan_from_demo(
     else:
         frames = np.asarray(view.frames[...])
         queries = grid_in_box(view.attrs["bbox"], grid)
-        tracks, vis = TRACKERS.build(tracker_name).track(frames, queries)
+        tracks, vis = (tracker or TRACKERS.build("lk")).track(frames, queries)
     moving = moving_mask(tracks, vis) & vis[0]
     keep = np.flatnonzero(moving) if moving.any() else np.flatnonzero(vis[0])
     return tracks[:, keep], vis[:, keep]
@@ -125,9 +132,21 @@ class OnlineOracle:
         )
 
 
-class OnlineLK:
-    def __init__(self, first_frame: np.ndarray, xy: np.ndarray) -> None:
-        self.tracker = TRACKERS.build("lk")
+def build_online_tracker(name: str, args: dict[str, Any]) -> OnlineTracker | None:
+    """The rollout's point tracker, built once per evaluation (None = the simulator's oracle)."""
+    if name == "oracle":
+        return None
+    tracker = TRACKERS.build(name, args)
+    if not isinstance(tracker, OnlineTracker):
+        raise ValueError(f"tracker {name!r} cannot track online; use oracle, lk or cotracker3-online")
+    return tracker
+
+
+class OnlineTracking:
+    """Adapts an online tracker to the rollout: reset on the first frame, then one step per frame."""
+
+    def __init__(self, tracker: OnlineTracker, first_frame: np.ndarray, xy: np.ndarray) -> None:
+        self.tracker = tracker
         self.tracker.reset(first_frame, xy)
 
     def step(self, frame: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -141,7 +160,9 @@ def rollout(
     cfg: EvalConfig,
     out_dir: Path | None,
     generator: FlowGenerator | None = None,
+    trackers: tuple[Tracker | None, OnlineTracker | None] = (None, None),
 ) -> EpisodeResult:
+    """One closed-loop episode; ``trackers`` = (plan tracker for the demo video, online tracker)."""
     started = time.perf_counter()
     pc = policy.config
     seed = int(view.attrs["seed"])
@@ -151,7 +172,7 @@ def rollout(
         tracks, vis = plan_from_generator(generator, scene, view.task, view.attrs["bbox"], cfg, seed)
     else:
         scene = np.asarray(view.frame(0))
-        tracks, vis = plan_from_demo(view, cfg.plan_source)
+        tracks, vis = plan_from_demo(view, cfg.plan_source, tracker=trackers[0])
     rng = np.random.default_rng((cfg.seed, seed))
     pick = rng.choice(tracks.shape[1], size=cfg.num_points, replace=tracks.shape[1] < cfg.num_points)
     tracks, vis = tracks[:, pick], vis[:, pick]
@@ -163,7 +184,12 @@ def rollout(
     h, w = depth.shape
     px = np.clip(np.floor(tracks[0] * [w, h]).astype(int), 0, [w - 1, h - 1])
     points_3d = camera.unproject(tracks[0], depth[px[:, 1], px[:, 0]]).astype(np.float32)
-    online = OnlineOracle(env, tracks[0]) if cfg.tracker == "oracle" else OnlineLK(first, tracks[0])
+    online_tracker = trackers[1]
+    online = (
+        OnlineOracle(env, tracks[0])
+        if online_tracker is None
+        else OnlineTracking(online_tracker, first, tracks[0])
+    )
     current_xy, current_vis = tracks[0], np.ones(len(pick), bool)
     proprio = [env.proprio()] * pc.obs_horizon
     frames, seen, seen_vis = [first], [current_xy], [current_vis]
@@ -208,12 +234,18 @@ def evaluate(cfg: EvalConfig, out_dir: str | Path, progress: bool = True) -> dic
     policy = load_policy(cfg.policy)
     generator = load_generator(cfg.generator) if cfg.plan_source == "generated" else None
     demos = FlowDataset(cfg.demos, kind="sim_demo")
+    plan_tracker = (
+        TRACKERS.build(cfg.plan_tracker, cfg.plan_tracker_args) if cfg.plan_source == "tracked" else None
+    )
+    trackers = (plan_tracker, build_online_tracker(cfg.tracker, cfg.tracker_args))
     results: list[EpisodeResult] = []
     for task in cfg.tasks:
         views = [v for v in demos if v.attrs.get("task_name") == task][-cfg.episodes :]
         env = SimEnv(task, "robot", SceneConfig(image_size=views[0].frame_size if views else (256, 256)))
         for view in tqdm(views, desc=f"eval {task} ({cfg.tracker})", disable=not progress):
-            results.append(rollout(policy, env, view, cfg, out_dir if cfg.videos else None, generator))
+            results.append(
+                rollout(policy, env, view, cfg, out_dir if cfg.videos else None, generator, trackers)
+            )
         env.close()
     summary = {
         "plan_source": cfg.plan_source,

@@ -122,13 +122,15 @@ def test_closed_loop_evaluation_runs_one_short_episode_per_task(windows, demos_r
     )
     trainer.fit(progress=False)
     tasks = ["pick_place", "pour", "open_drawer", "fold_cloth"]
-    for tracker in ("oracle", "lk"):
+    tiny_cotracker = {"random_weights": True, "model_resolution": [64, 64], "iters": 1}
+    for tracker, tracker_args in (("oracle", {}), ("lk", {}), ("cotracker3-online", tiny_cotracker)):
         cfg = EvalConfig(
             policy=str(tmp_path / "run" / "policy_ema.pt"),
             demos=str(demos_root),
             tasks=tasks,
             episodes=1,
             tracker=tracker,
+            tracker_args=tracker_args,
             max_chunks=1,
             action_horizon=4,
             num_points=16,
@@ -138,8 +140,19 @@ def test_closed_loop_evaluation_runs_one_short_episode_per_task(windows, demos_r
         for row in summary["tasks"].values():
             assert row["episodes"] == 1 and row["mean_steps"] == 4 and row["success_rate"] in (0.0, 1.0)
     videos = sorted((tmp_path / "eval" / "videos").glob("*.mp4"))
-    assert len(videos) == 8 and probe_video(videos[0]).num_frames == 5
+    assert len(videos) == 12 and probe_video(videos[0]).num_frames == 5
     assert (tmp_path / "eval" / "summary_tracked_lk.md").read_text().startswith("| task |")
+    assert (tmp_path / "eval" / "summary_tracked_cotracker3-online.json").is_file()
+
+
+def test_evaluation_refuses_a_tracker_that_cannot_track_online():
+    from policies.evaluate import build_online_tracker
+    from preprocessing.trackers import OnlineTracker
+
+    assert build_online_tracker("oracle", {}) is None
+    assert isinstance(build_online_tracker("lk", {}), OnlineTracker)
+    with pytest.raises(ValueError, match="cannot track online"):
+        build_online_tracker("cotracker3", {"random_weights": True})
 
 
 def test_language_conditioned_evaluation_executes_a_generated_flow(windows, demos_root, tmp_path):
