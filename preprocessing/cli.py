@@ -97,8 +97,8 @@ def ingest(
     try:
         results = ingest_batch(items, cfg, out, workers=workers)
     except (ConfigError, UnknownComponentError, ModelNotAvailable, DatasetError) as err:
-        suggestion = "\n(no weights needed: --grounder motion, or give the box with --box)"
-        _fail(f"{err}{suggestion if isinstance(err, ModelNotAvailable) else ''}")
+        suggestion = f"\n(no weights needed: {err.alternative})" if isinstance(err, ModelNotAvailable) else ""
+        _fail(f"{err}{suggestion}")
     typer.echo(summary_table(results, bad))
     path = write_summary(out, results, bad, time.perf_counter() - started)
     typer.echo(f"→ {out / 'dataset.zarr'}, {path}")

@@ -17,6 +17,13 @@ _CACHE: dict[tuple[str, str, str], Any] = {}
 class ModelNotAvailable(RuntimeError):
     """Pretrained weights are neither in the given folder nor downloadable here."""
 
+    alternative = "--grounder motion, or give the box with --box"
+    """What works without these weights (commands print it after the error)."""
+
+
+class TrackerWeightsNotAvailable(ModelNotAvailable):
+    alternative = "tracker=lk"
+
 
 def looks_local(model: str) -> bool:
     """A path (absolute, relative with a ./ or ../, or an existing folder), not a Hub id."""

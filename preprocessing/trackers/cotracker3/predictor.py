@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 
-from preprocessing.pretrained import ModelNotAvailable
+from preprocessing.pretrained import TrackerWeightsNotAvailable
 from preprocessing.trackers.base import TRACKERS, OnlineTracker, Tracker, check_inputs
 from preprocessing.tracks import to_normalized, to_pixels
 
@@ -118,7 +118,7 @@ class _CoTracker3Backend(Tracker):
 
         c = self.config
         if c.checkpoint is None and not c.random_weights:
-            raise ModelNotAvailable(
+            raise TrackerWeightsNotAvailable(
                 f"CoTracker3 {self.variant} weights: no checkpoint given; {weights.how_to_get(self.variant)} "
                 "(random_weights=true builds an untrained model, for tests and timing only)"
             )

@@ -16,7 +16,7 @@ from typing import Literal
 import torch
 from torch import nn
 
-from preprocessing.pretrained import ModelNotAvailable, looks_local
+from preprocessing.pretrained import TrackerWeightsNotAvailable, looks_local
 
 Variant = Literal["offline", "online"]
 
@@ -59,7 +59,7 @@ def resolve_checkpoint(checkpoint: str, variant: Variant) -> Path:
         try:
             from huggingface_hub import hf_hub_download
         except ImportError as err:
-            raise ModelNotAvailable(
+            raise TrackerWeightsNotAvailable(
                 f"CoTracker3 {variant} weights: loading {name} from the Hub repo {checkpoint!r} needs the "
                 f"huggingface_hub package; {how_to_get(variant)}"
             ) from err
@@ -67,7 +67,7 @@ def resolve_checkpoint(checkpoint: str, variant: Variant) -> Path:
             return Path(hf_hub_download(checkpoint, name))
         except Exception as err:  # offline, unknown repo, missing file: all mean "not available here"
             first = str(err).splitlines()[0] if str(err) else type(err).__name__
-            raise ModelNotAvailable(
+            raise TrackerWeightsNotAvailable(
                 f"CoTracker3 {variant} weights: cannot get {name} from the Hub repo {checkpoint!r} "
                 f"(offline machine?): {first}; {how_to_get(variant)}"
             ) from err
@@ -75,7 +75,9 @@ def resolve_checkpoint(checkpoint: str, variant: Variant) -> Path:
     if path.is_dir():
         path = path / name
     if not path.is_file():
-        raise ModelNotAvailable(f"CoTracker3 {variant} weights: {path} does not exist; {how_to_get(variant)}")
+        raise TrackerWeightsNotAvailable(
+            f"CoTracker3 {variant} weights: {path} does not exist; {how_to_get(variant)}"
+        )
     return path
 
 
@@ -88,14 +90,14 @@ def read_state_dict(path: Path, variant: Variant) -> dict[str, torch.Tensor]:
     try:
         loaded = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:
-        raise ModelNotAvailable(
+        raise TrackerWeightsNotAvailable(
             f"CoTracker3 {variant} weights: cannot read {path} ({str(err).splitlines()[0]}); "
             f"{how_to_get(variant)}"
         ) from err
     if isinstance(loaded, dict) and isinstance(loaded.get("model"), dict):
         loaded = loaded["model"]
     if not isinstance(loaded, dict) or not all(isinstance(v, torch.Tensor) for v in loaded.values()):
-        raise ModelNotAvailable(
+        raise TrackerWeightsNotAvailable(
             f"CoTracker3 {variant} weights: {path} holds no state dict of tensors; {how_to_get(variant)}"
         )
     _CACHE.clear()  # keep one checkpoint's tensors in memory, not every one ever read
