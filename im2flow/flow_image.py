@@ -61,9 +61,7 @@ def encode(
     return np.ascontiguousarray(flow, dtype=np.float32)  # the layout must not depend on the source
 
 
-def decode(
-    flow: np.ndarray, queries: np.ndarray, config: FlowImageConfig
-) -> tuple[np.ndarray, np.ndarray]:
+def decode(flow: np.ndarray, queries: np.ndarray, config: FlowImageConfig) -> tuple[np.ndarray, np.ndarray]:
     """Flow video (..., T, 3, G, G) → tracks (..., T, G², 2) clipped to [0, 1] and visibility (..., T, G²)."""
     lead = flow.shape[:-3]
     g = flow.shape[-1]
