@@ -179,6 +179,9 @@ def load_generator(path: str | Path, device: str = "cpu") -> FlowGenerator:
             f"flow generator checkpoint {path} does not exist (train one with: im2flow2act flow train)"
         )
     payload = torch.load(path, map_location=device, weights_only=False)
-    generator = FlowGenerator(payload["config"])
+    config = payload["config"]
+    if config.preset == "small" and "unet.class_embedding.linear_1.weight" not in payload["state_dict"]:
+        config.small.text_in_time_embedding = False  # saved before the option existed
+    generator = FlowGenerator(config)
     generator.denoiser.load_state_dict(payload["state_dict"])
     return generator.to(device).eval()
