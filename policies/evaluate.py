@@ -142,17 +142,6 @@ def build_online_tracker(name: str, args: dict[str, Any]) -> OnlineTracker | Non
     return tracker
 
 
-class OnlineTracking:
-    """Adapts an online tracker to the rollout: reset on the first frame, then one step per frame."""
-
-    def __init__(self, tracker: OnlineTracker, first_frame: np.ndarray, xy: np.ndarray) -> None:
-        self.tracker = tracker
-        self.tracker.reset(first_frame, xy)
-
-    def step(self, frame: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        return self.tracker.step(frame)
-
-
 def rollout(
     policy: FlowPolicy,
     env: SimEnv,
@@ -184,12 +173,11 @@ def rollout(
     h, w = depth.shape
     px = np.clip(np.floor(tracks[0] * [w, h]).astype(int), 0, [w - 1, h - 1])
     points_3d = camera.unproject(tracks[0], depth[px[:, 1], px[:, 0]]).astype(np.float32)
-    online_tracker = trackers[1]
-    online = (
-        OnlineOracle(env, tracks[0])
-        if online_tracker is None
-        else OnlineTracking(online_tracker, first, tracks[0])
-    )
+    online = trackers[1]
+    if online is None:
+        online = OnlineOracle(env, tracks[0])
+    else:
+        online.reset(first, tracks[0])
     current_xy, current_vis = tracks[0], np.ones(len(pick), bool)
     proprio = [env.proprio()] * pc.obs_horizon
     frames, seen, seen_vis = [first], [current_xy], [current_vis]

@@ -20,6 +20,7 @@ import json
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -53,6 +54,9 @@ class PipelineConfig:
     eval_episodes: int = 2
     expert_episodes: int = 2
     trackers: list[str] = field(default_factory=lambda: ["oracle", "lk"])
+    """Online trackers evaluated (oracle, lk, cotracker3-online)."""
+    tracker_args: dict[str, dict[str, Any]] = field(default_factory=dict)
+    """Per tracker name, its config, e.g. {cotracker3-online: {checkpoint: models/cotracker3}}."""
     ingest: IngestConfig = field(default_factory=lambda: IngestConfig(grid_size=16, overlay=False))
     flow: FlowTrainConfig = field(default_factory=lambda: FlowTrainConfig(max_steps=300, batch_size=16))
     policy: TrainConfig = field(default_factory=lambda: TrainConfig(max_steps=400, batch_size=32))
@@ -186,6 +190,7 @@ class Pipeline:
                     episodes=c.eval_episodes,
                     plan_source=plan,
                     tracker=tracker,
+                    tracker_args=c.tracker_args.get(tracker, {}),
                 )
                 summary = evaluate_policy(cfg, folder / plan, progress=self.progress)
                 tables[f"{plan}/{tracker}"] = {t: row["success_rate"] for t, row in summary["tasks"].items()}
