@@ -108,6 +108,28 @@ def test_save_load_same_samples_and_guidance_paths(tmp_path):
         generator.sample(image, "open the drawer", queries[:5])
 
 
+def test_instruction_changes_the_flow_and_older_files_load(tmp_path):
+    torch.manual_seed(0)
+    generator = FlowGenerator(tiny_generator_config()).eval()
+    for p in generator.denoiser.unet.class_embedding.parameters():  # make the text path matter at init
+        torch.nn.init.normal_(p, std=0.5)
+    image = np.random.default_rng(0).integers(0, 255, (96, 96, 3), dtype=np.uint8)
+    queries = grid_in_box((0.2, 0.2, 0.5, 0.6), G)
+    drawer = generator.sample(image, "open the drawer", queries, num_samples=1, seed=5, guidance_scale=1.0)
+    cloth = generator.sample(image, "fold the cloth", queries, num_samples=1, seed=5, guidance_scale=1.0)
+    assert not np.array_equal(drawer, cloth)
+    # a file saved before `text_in_time_embedding` existed: its config unpickles with the new default (True)
+    # but its weights have no class embedding; it must load as the network it was
+    config = tiny_generator_config()
+    config.small.text_in_time_embedding = False
+    old = FlowGenerator(config)
+    payload = {"config": old.config, "state_dict": old.denoiser.state_dict()}
+    payload["config"].small.text_in_time_embedding = True
+    torch.save(payload, tmp_path / "old.pt")
+    loaded = load_generator(tmp_path / "old.pt")
+    assert loaded.denoiser.unet.class_embedding is None
+
+
 def test_regression_baseline_is_one_deterministic_pass(demos_root, tmp_path):
     cfg = tiny_train_config(demos_root, max_steps=3)
     cfg.generator.objective = "regression"
