@@ -22,6 +22,7 @@ CUDA. Models are imported lazily so that importing the tracker registry stays li
 from __future__ import annotations
 
 import contextlib
+from abc import abstractmethod
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal
 
@@ -122,17 +123,15 @@ class _CoTracker3Backend(Tracker):
                 f"CoTracker3 {self.variant} weights: no checkpoint given; {weights.how_to_get(self.variant)} "
                 "(random_weights=true builds an untrained model, for tests and timing only)"
             )
-        state = None
-        if c.checkpoint is not None:  # find and read the file first: a missing one fails fast
+        path = None
+        if c.checkpoint is not None:  # find the file first: a missing one fails before building anything
             path = weights.resolve_checkpoint(c.checkpoint, self.variant)
-            state = (str(path), weights.read_state_dict(path, self.variant))
         cls = models.CoTracker3Offline if self.variant == "offline" else models.CoTracker3Online
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(0)  # random weights are the same in every process
             model = cls(c.model_resolution)
-        if state is not None:
-            weights.check_state_dict(model, state[1], state[0], self.variant)
-            model.load_state_dict(state[1], strict=True)
+        if path is not None:
+            weights.load_weights(model, str(path), self.variant)
         return model
 
     # ----- conversions ---------------------------------------------------------------------
@@ -192,9 +191,9 @@ class _CoTracker3Backend(Tracker):
         return score > self.config.visibility_threshold
 
     # ----- offline interface ---------------------------------------------------------------
+    @abstractmethod
     def _run(self, frames, num_frames: int, queries: torch.Tensor) -> tuple[torch.Tensor, ...]:
         """Model pass over a whole video → coords (T, N, 2) model pixels, vis and conf logits (T, N)."""
-        raise NotImplementedError
 
     def track(self, frames: np.ndarray, queries: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         import torch

@@ -25,7 +25,6 @@ CHECKPOINTS: dict[str, str] = {"offline": "scaled_offline.pth", "online": "scale
 TRACKER_NAMES: dict[str, str] = {"offline": "cotracker3", "online": "cotracker3-online"}
 
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
-_CACHE: dict[tuple[str, int, int], dict[str, torch.Tensor]] = {}
 
 
 def hub_url(variant: Variant) -> str:
@@ -82,11 +81,9 @@ def resolve_checkpoint(checkpoint: str, variant: Variant) -> Path:
 
 
 def read_state_dict(path: Path, variant: Variant) -> dict[str, torch.Tensor]:
-    """The state dict in ``path`` (bare or under ``"model"``), on the CPU; cached per file version."""
-    stat = path.stat()
-    key = (str(path.resolve()), stat.st_mtime_ns, stat.st_size)
-    if key in _CACHE:
-        return _CACHE[key]
+    """The state dict in ``path`` (bare or under ``"model"``), on the CPU.
+
+    Not cached: trackers are built once per process (per ingest worker, per evaluation)."""
     try:
         loaded = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:
@@ -100,8 +97,6 @@ def read_state_dict(path: Path, variant: Variant) -> dict[str, torch.Tensor]:
         raise TrackerWeightsNotAvailable(
             f"CoTracker3 {variant} weights: {path} holds no state dict of tensors; {how_to_get(variant)}"
         )
-    _CACHE.clear()  # keep one checkpoint's tensors in memory, not every one ever read
-    _CACHE[key] = loaded
     return loaded
 
 
