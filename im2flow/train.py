@@ -14,8 +14,6 @@ from pathlib import Path
 import numpy as np
 import torch
 from accelerate import Accelerator
-from diffusers.optimization import get_cosine_schedule_with_warmup
-from diffusers.training_utils import EMAModel
 from tqdm import tqdm
 
 from im2flow.data import ClipConfig, FlowClips, build_clips
@@ -23,6 +21,7 @@ from im2flow.flow_image import decode
 from im2flow.generator import FlowGenerator, GeneratorConfig
 from im2flow.pictures import write_comparison
 from preprocessing.config import save_config
+from preprocessing.optimization import Optimization, OptimizationConfig
 from preprocessing.run_log import MetricsLog, save_atomic
 
 CHECKPOINT = "checkpoint.pt"
@@ -30,18 +29,13 @@ EXPORT = "generator_ema.pt"
 
 
 @dataclass
-class FlowTrainConfig:
+class FlowTrainConfig(OptimizationConfig):
     data: list[str] = field(default_factory=lambda: ["outputs/sim_demos/dataset.zarr"])
     generator: GeneratorConfig = field(default_factory=GeneratorConfig)
     tracker: str = "lk"
     """Tracks the box grid of episodes whose stored tracks are not that grid (e.g. sim demos)."""
     held_out_per_task: int = 10
     batch_size: int = 32
-    lr: float = 3e-4
-    weight_decay: float = 1e-2
-    warmup_steps: int = 100
-    max_steps: int = 2000
-    ema_power: float = 0.75
     checkpoint_every: int = 250
     sample_every: int = 500
     log_every: int = 25
@@ -69,13 +63,8 @@ class FlowTrainer:
         self.train, self.held_out = load_clips(c, self.out_dir, progress)
         torch.manual_seed(c.seed)
         self.generator = FlowGenerator(c.generator)
-        params = trainable(self.generator)
-        self.optimizer = torch.optim.AdamW(params, lr=c.lr, weight_decay=c.weight_decay)
-        self.lr_schedule = get_cosine_schedule_with_warmup(self.optimizer, c.warmup_steps, c.max_steps)
-        self.ema = EMAModel(params, power=c.ema_power, use_ema_warmup=True)
-        self.generator.denoiser, self.optimizer = self.accelerator.prepare(
-            self.generator.denoiser, self.optimizer
-        )
+        self.optimization = Optimization(trainable(self.generator), c)
+        self.generator.denoiser = self.optimization.prepare(self.accelerator, self.generator.denoiser)
         denoiser = self.accelerator.unwrap_model(self.generator.denoiser)
         self.train_images = denoiser.prepare_images(torch.from_numpy(self.train.images))
         self.step = 0
@@ -87,18 +76,14 @@ class FlowTrainer:
         state = {
             "step": self.step,
             "model": self.accelerator.unwrap_model(self.generator.denoiser).state_dict(),
-            "ema": self.ema.state_dict(),
-            "optimizer": self.optimizer.state_dict(),
-            "lr_schedule": self.lr_schedule.state_dict(),
+            **self.optimization.state_dict(),
         }
         return save_atomic(state, path)
 
     def load(self) -> None:
         state = torch.load(self.out_dir / CHECKPOINT, weights_only=False)
         self.accelerator.unwrap_model(self.generator.denoiser).load_state_dict(state["model"])
-        self.ema.load_state_dict(state["ema"])
-        self.optimizer.load_state_dict(state["optimizer"])
-        self.lr_schedule.load_state_dict(state["lr_schedule"])
+        self.optimization.load_state_dict(state)
         self.step = state["step"]
 
     # ----- steps ------------------------------------------------------------------------------------
@@ -119,14 +104,9 @@ class FlowTrainer:
         torch.manual_seed(c.seed * 1_000_003 + self.step)  # text dropout and diffusion noise of this step
         self.generator.train()
         loss = self.generator.loss(images, queries, texts, flows)
-        self.optimizer.zero_grad()
-        self.accelerator.backward(loss)
-        self.accelerator.clip_grad_norm_(trainable(self.generator), 1.0)
-        self.optimizer.step()
-        self.lr_schedule.step()
-        self.ema.step(trainable(self.generator))
+        lr = self.optimization.step(self.accelerator, loss)
         self.step += 1
-        return {"loss": float(loss.detach()), "lr": self.lr_schedule.get_last_lr()[0]}
+        return {"loss": float(loss.detach()), "lr": lr}
 
     def fit(self) -> dict[str, float]:
         """Train to ``max_steps`` (resuming from the checkpoint in ``out_dir`` when there is one)."""
@@ -171,7 +151,7 @@ class FlowTrainer:
         generator.denoiser.load_state_dict(
             self.accelerator.unwrap_model(self.generator.denoiser).state_dict()
         )
-        self.ema.copy_to(trainable(generator))
+        self.optimization.copy_ema_to(trainable(generator))
         return generator.to(self.accelerator.device).eval()
 
     def export(self) -> Path:

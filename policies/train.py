@@ -15,29 +15,23 @@ from pathlib import Path
 import numpy as np
 import torch
 from accelerate import Accelerator
-from diffusers.optimization import get_cosine_schedule_with_warmup
-from diffusers.training_utils import EMAModel
 from tqdm import tqdm
 
 from policies.data import PlayWindows, WindowConfig
 from policies.flow_policy import FlowPolicy, FlowPolicyConfig
 from preprocessing.config import save_config
+from preprocessing.optimization import Optimization, OptimizationConfig
 from preprocessing.run_log import MetricsLog, save_atomic
 
 CHECKPOINT = "checkpoint.pt"
 
 
 @dataclass
-class TrainConfig:
+class TrainConfig(OptimizationConfig):
     data: list[str] = field(default_factory=lambda: ["outputs/sim_play/dataset.zarr"])
     policy: FlowPolicyConfig = field(default_factory=FlowPolicyConfig)
     windows: WindowConfig = field(default_factory=WindowConfig)
     batch_size: int = 64
-    lr: float = 3e-4
-    weight_decay: float = 1e-2
-    warmup_steps: int = 100
-    max_steps: int = 2000
-    ema_power: float = 0.75
     checkpoint_every: int = 500
     log_every: int = 25
     seed: int = 0
@@ -60,10 +54,8 @@ class Trainer:
         torch.manual_seed(c.seed)
         self.policy = FlowPolicy(c.policy)
         self.policy.normalizer.fit(self.data.statistics())
-        self.optimizer = torch.optim.AdamW(self.policy.parameters(), lr=c.lr, weight_decay=c.weight_decay)
-        self.lr_schedule = get_cosine_schedule_with_warmup(self.optimizer, c.warmup_steps, c.max_steps)
-        self.ema = EMAModel(self.policy.parameters(), power=c.ema_power, use_ema_warmup=True)
-        self.policy, self.optimizer = self.accelerator.prepare(self.policy, self.optimizer)
+        self.optimization = Optimization(self.policy.parameters(), c)
+        self.policy = self.optimization.prepare(self.accelerator, self.policy)
         self.step = 0
         save_config(c, self.out_dir / "train_config.yaml")
 
@@ -73,18 +65,14 @@ class Trainer:
         state = {
             "step": self.step,
             "model": self.accelerator.unwrap_model(self.policy).state_dict(),
-            "ema": self.ema.state_dict(),
-            "optimizer": self.optimizer.state_dict(),
-            "lr_schedule": self.lr_schedule.state_dict(),
+            **self.optimization.state_dict(),
         }
         return save_atomic(state, path)
 
     def load(self, path: Path | None = None) -> None:
         state = torch.load(path or self.out_dir / CHECKPOINT, weights_only=False)
         self.accelerator.unwrap_model(self.policy).load_state_dict(state["model"])
-        self.ema.load_state_dict(state["ema"])
-        self.optimizer.load_state_dict(state["optimizer"])
-        self.lr_schedule.load_state_dict(state["lr_schedule"])
+        self.optimization.load_state_dict(state)
         self.step = state["step"]
 
     # ----- steps ---------------------------------------------------------------------------------------
@@ -97,14 +85,9 @@ class Trainer:
         torch.manual_seed(c.seed * 1_000_003 + self.step)  # the diffusion noise of this step
         self.policy.train()
         losses = self.accelerator.unwrap_model(self.policy).compute_loss(batch)
-        self.optimizer.zero_grad()
-        self.accelerator.backward(losses["loss"])
-        self.accelerator.clip_grad_norm_(self.policy.parameters(), 1.0)
-        self.optimizer.step()
-        self.lr_schedule.step()
-        self.ema.step(self.policy.parameters())
+        lr = self.optimization.step(self.accelerator, losses["loss"])
         self.step += 1
-        return {k: float(v.detach()) for k, v in losses.items()} | {"lr": self.lr_schedule.get_last_lr()[0]}
+        return {k: float(v.detach()) for k, v in losses.items()} | {"lr": lr}
 
     def fit(self, progress: bool = True) -> dict[str, float]:
         """Train to ``max_steps`` (resuming from the checkpoint in ``out_dir`` when there is one)."""
@@ -130,7 +113,7 @@ class Trainer:
         """The EMA policy alone (weights + normaliser + config) for evaluation."""
         policy = FlowPolicy(self.config.policy)
         policy.load_state_dict(self.accelerator.unwrap_model(self.policy).state_dict())
-        self.ema.copy_to(policy.parameters())
+        self.optimization.copy_ema_to(policy.parameters())
         path = self.out_dir / "policy_ema.pt"
         torch.save({"config": self.config.policy, "state_dict": policy.state_dict()}, path)
         return path

@@ -33,6 +33,7 @@ Mode = Literal["demos", "play", "expert"]
 KIND = {"demos": "sim_demo", "play": "play", "expert": "sim_demo"}
 EMBODIMENT = {"demos": "sphere", "play": "robot", "expert": "robot"}
 PLAY_TASK = "play"
+PLAY_SEED_BASE = 1_000_000
 
 
 @dataclass
@@ -45,8 +46,10 @@ class GenerateConfig:
     workers: int = 1
     videos: bool = False
     """Also write an mp4 per episode with the ground-truth tracks drawn."""
-    play_primitives: int = 3
-    """Random primitives per play episode."""
+    play_primitives: int = 1
+    """Random primitives per play episode. One, from the robot's home pose, is what a demonstration looks
+    like (one interaction); with several, a goal-free reach before the interaction makes the whole-episode
+    plan ambiguous (measured: pick & place 0/10 with 3 per episode)."""
     image_size: tuple[int, int] = (256, 256)
     record: RecordConfig = field(default_factory=RecordConfig)
 
@@ -66,9 +69,11 @@ class JobResult:
 
 def job_seed(mode: Mode, cfg: GenerateConfig, task_index: int, episode: int) -> int:
     """Demos and expert runs share seeds across tasks (pick & place and pouring then start from the same
-    frame); play gives every task its own seed range, so the shared table scene is not played twice."""
-    offset = task_index * cfg.episodes if mode == "play" else 0
-    return cfg.seed + offset + episode
+    frame); play gives every task its own seed range, so the shared table scene is not played twice, and
+    starts at ``PLAY_SEED_BASE``, so no play layout is a demonstration's (held-out evaluation) layout."""
+    if mode == "play":
+        return PLAY_SEED_BASE + cfg.seed + task_index * cfg.episodes + episode
+    return cfg.seed + episode
 
 
 def episode_name(task: str, seed: int) -> str:

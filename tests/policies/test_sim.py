@@ -5,6 +5,7 @@ import pytest
 
 from policies.sim.agents import follow, play_actions, slerp
 from policies.sim.env import TOP_DOWN, Action, SimEnv
+from policies.sim.generate import GenerateConfig, job_seed
 from policies.sim.record import EMBODIMENT_LABEL, record
 from policies.sim.scene import SceneConfig
 from policies.sim.tasks import TASKS
@@ -132,3 +133,11 @@ def test_a_user_supplied_arm_mjcf_loads_through_the_same_path(tmp_path, make_env
     for action in follow(custom, custom.task.expert(custom.model, custom.data, np.random.default_rng(0))):
         custom.step(action)
     assert custom.success()
+
+
+def test_play_layouts_never_repeat_demonstration_layouts():
+    cfg = GenerateConfig(tasks=["pick_place", "pour"], episodes=50)
+    demo = {job_seed("demos", cfg, k, i) for k in range(2) for i in range(cfg.episodes)}
+    play = [job_seed("play", cfg, k, i) for k in range(2) for i in range(cfg.episodes)]
+    assert len(set(play)) == len(play)  # every task scene gets its own play layouts
+    assert demo.isdisjoint(play) and demo == set(range(50))  # pick & place and pour share demo layouts
