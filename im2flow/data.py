@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
 import cv2
 import numpy as np
@@ -32,6 +33,8 @@ class ClipConfig:
     flow: FlowImageConfig = field(default_factory=FlowImageConfig)
     tracker: str = "lk"
     """Tracks the G×G box grid when the dataset's own tracks are not that grid."""
+    tracker_args: dict[str, Any] = field(default_factory=dict)
+    """The tracker's config, e.g. {checkpoint: models/cotracker3} for cotracker3."""
     held_out_per_task: int = 10
 
 
@@ -102,7 +105,8 @@ class FlowClips:
 
 
 def _fingerprint(config: ClipConfig) -> dict:
-    return {"flow": asdict(config.flow), "tracker": config.tracker}
+    extra = {"tracker_args": config.tracker_args} if config.tracker_args else {}  # older caches lack it
+    return {"flow": asdict(config.flow), "tracker": config.tracker, **extra}
 
 
 def build_clips(
@@ -112,7 +116,7 @@ def build_clips(
     if cache is not None and Path(cache).is_file():
         return FlowClips.load(cache, config), []
     g = config.flow.grid_size
-    tracker = TRACKERS.build(config.tracker)
+    tracker = TRACKERS.build(config.tracker, config.tracker_args)
     rows: list[tuple] = []
     problems: list[str] = []
     views = [(root, view) for root in datasets for view in FlowDataset(root)]

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -34,6 +35,8 @@ class FlowTrainConfig(OptimizationConfig):
     generator: GeneratorConfig = field(default_factory=GeneratorConfig)
     tracker: str = "lk"
     """Tracks the box grid of episodes whose stored tracks are not that grid (e.g. sim demos)."""
+    tracker_args: dict[str, Any] = field(default_factory=dict)
+    """The tracker's config, e.g. {checkpoint: models/cotracker3} for cotracker3."""
     held_out_per_task: int = 10
     batch_size: int = 32
     checkpoint_every: int = 250
@@ -42,7 +45,7 @@ class FlowTrainConfig(OptimizationConfig):
     seed: int = 0
 
     def clip_config(self) -> ClipConfig:
-        return ClipConfig(self.generator.flow, self.tracker, self.held_out_per_task)
+        return ClipConfig(self.generator.flow, self.tracker, self.tracker_args, self.held_out_per_task)
 
 
 def load_clips(config: FlowTrainConfig, out_dir: Path, progress: bool = True) -> tuple[FlowClips, FlowClips]:

@@ -13,6 +13,7 @@ from im2flow.data import ClipConfig, FlowClips, build_clips
 from im2flow.flow_image import FlowImageConfig, decode, encode, future_tracks
 from im2flow.generator import FlowGenerator, load_generator
 from im2flow.train import EXPORT, FlowTrainConfig, FlowTrainer
+from preprocessing.pretrained import TrackerWeightsNotAvailable
 from preprocessing.tracks import grid_in_box
 
 
@@ -60,6 +61,22 @@ def test_clips_from_sim_demos_track_the_box_grid_and_cache(demos_root, tmp_path)
         FlowClips.load(tmp_path / "clips.npz", ClipConfig(FlowImageConfig(grid_size=8)))
     train, held = clips.split(1)
     assert len(train) == 4 and len(held) == 4 and set(held.tasks) == set(clips.tasks)
+
+
+def test_clips_pass_tracker_args_to_the_grid_tracker(demos_root, tmp_path):
+    """The grid tracker gets its config (e.g. cotracker3's checkpoint) from tracker_args, checked up front."""
+    missing = tmp_path / "nowhere" / "scaled_offline.pth"
+    cfg = tiny_train_config(demos_root, tracker="cotracker3", tracker_args={"checkpoint": str(missing)})
+    with pytest.raises(TrackerWeightsNotAvailable, match="nowhere"):
+        build_clips(cfg.data, cfg.clip_config(), progress=False)
+    with pytest.raises(ValueError, match="win_sise"):
+        build_clips(cfg.data, tiny_train_config(demos_root, tracker_args={"win_sise": 7}).clip_config())
+    cfg = tiny_train_config(demos_root, tracker_args={"win_size": 7})
+    clips, problems = build_clips(cfg.data, cfg.clip_config(), tmp_path / "c.npz", progress=False)
+    assert problems == [] and clips.flows.shape[1:] == (T, 3, G, G)
+    default = build_clips(cfg.data, tiny_train_config(demos_root).clip_config(), progress=False)[0]
+    assert not np.array_equal(clips.flows, default.flows)  # the window size reached the tracker
+    assert json.loads(np.load(tmp_path / "c.npz")["meta"].item())["config"]["tracker_args"] == {"win_size": 7}
 
 
 def test_tiny_generator_loss_goes_down(demos_root, tmp_path):
