@@ -49,7 +49,7 @@ class PipelineConfig:
     workers: int = 2
     demos: int = 12
     """Sphere demonstrations per task; the last ``eval_episodes`` are held out for evaluation."""
-    play: int = 30
+    play: int = 10
     """Play episodes per task scene."""
     eval_episodes: int = 2
     expert_episodes: int = 2
