@@ -59,7 +59,13 @@ class FlowPolicyConfig:
             return cls()
         if name == "reference":
             return cls(
-                dim=384, heads=8, state_depth=4, align_depth=8, remaining_depth=4, unet_dims=[256, 512, 1024]
+                dim=384,
+                heads=8,
+                state_depth=4,
+                align_depth=8,
+                remaining_depth=4,
+                unet_dims=[256, 512, 1024],
+                frame_encoder="transformer",
             )
         raise ValueError(f"unknown policy preset {name!r}; use small or reference")
 

@@ -80,7 +80,7 @@ def test_every_committed_config_loads_into_its_dataclass(relpath):
     assert to_dict(cfg) == to_dict(cls()), f"{relpath} should state the defaults of {cls.__name__}"
 
 
-PRESETS = {"configs/pipeline/full.yaml": PipelineConfig}
+PRESETS = {"configs/pipeline/full.yaml": PipelineConfig, "configs/policy/train_reference.yaml": TrainConfig}
 """Configs that differ from the defaults on purpose: they must load, not equal the defaults."""
 
 
@@ -88,6 +88,13 @@ PRESETS = {"configs/pipeline/full.yaml": PipelineConfig}
 def test_every_preset_loads(relpath):
     cfg = load_config(PRESETS[relpath], REPO / relpath)
     assert to_dict(cfg) != to_dict(PRESETS[relpath]())
+
+
+def test_the_reference_policy_config_has_the_reference_preset():
+    from policies.flow_policy import FlowPolicyConfig
+
+    cfg = load_config(TrainConfig, REPO / "configs/policy/train_reference.yaml")
+    assert cfg.policy == FlowPolicyConfig.preset("reference")
 
 
 def test_every_config_file_in_configs_is_covered():
