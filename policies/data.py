@@ -134,16 +134,8 @@ class PlayWindows(Dataset):
         }
 
     def statistics(self) -> dict[str, torch.Tensor]:
-        """What the normaliser is fitted on: every action, proprioception and initial 3-D point, and every
-        offset of a chunk's positions from the end-effector position it starts at."""
-        horizon = self.config.pred_horizon
-        offsets = []
-        for ep in self.episodes:
-            steps = np.arange(len(ep.action))
-            ahead = np.clip(steps[:, None] + np.arange(horizon), 0, len(ep.action) - 1)
-            offsets.append((ep.action[ahead, :3] - ep.proprio[steps, None, :3]).reshape(-1, 3))
+        """What the normaliser is fitted on: every action, proprioception and initial 3-D point."""
         return {
-            "position_offset": torch.from_numpy(np.concatenate(offsets)),
             "action": torch.from_numpy(np.concatenate([ep.action for ep in self.episodes])),
             "proprio": torch.from_numpy(np.concatenate([ep.proprio for ep in self.episodes])),
             "points_3d": torch.from_numpy(

@@ -51,11 +51,6 @@ class FlowPolicyConfig:
     in the image, the same for the current points, and the points' mean initial 3-D position. Without it
     the small preset learned to ignore the flow (shuffling plans across a batch raised its loss by 10 %,
     shuffling proprioception by 700 %) and could not tell which object to carry where."""
-    relative_position: bool = True
-    """Denoise the chunk's positions as offsets from the current end-effector position (rotation and
-    gripper stay absolute); the policy still outputs absolute actions. With absolute positions most of the
-    small model's effort went into reproducing where the arm already is: on its own training windows its
-    chunks were 12 cm off, against 14.6 cm for holding still."""
 
     @classmethod
     def preset(cls, name: str) -> FlowPolicyConfig:
@@ -157,30 +152,13 @@ class FlowPolicy(nn.Module):
                 nn.Linear(5 * (c.plan_frames + 1) + 3, 2 * c.dim), nn.Mish(), nn.Linear(2 * c.dim, c.dim)
             )
         self.head = ConditionalUnet1D(c.action_dim, (4 if c.flow_summary else 3) * c.dim, tuple(c.unet_dims))
-        dims = {"action": c.action_dim, "proprio": c.proprio_dim, "points_3d": 3}
-        self.normalizer = Normalizer(dims | ({"position_offset": 3} if c.relative_position else {}))
+        self.normalizer = Normalizer({"action": c.action_dim, "proprio": c.proprio_dim, "points_3d": 3})
         self.scheduler = DDIMScheduler(
             num_train_timesteps=c.train_steps,
             beta_schedule="squaredcos_cap_v2",
             clip_sample=True,
             prediction_type="epsilon",
         )
-
-    # ----- actions <-> the denoised space ------------------------------------------------------------
-    def normalize_actions(self, actions: torch.Tensor, proprio: torch.Tensor) -> torch.Tensor:
-        """(B, T, A) absolute actions → the normalised space the U-Net denoises."""
-        out = self.normalizer.normalize("action", actions)
-        if not self.config.relative_position:
-            return out
-        offset = actions[..., :3] - proprio[:, -1:, :3]
-        return torch.cat([self.normalizer.normalize("position_offset", offset), out[..., 3:]], dim=-1)
-
-    def unnormalize_actions(self, actions: torch.Tensor, proprio: torch.Tensor) -> torch.Tensor:
-        out = self.normalizer.unnormalize("action", actions)
-        if not self.config.relative_position:
-            return out
-        position = self.normalizer.unnormalize("position_offset", actions[..., :3]) + proprio[:, -1:, :3]
-        return torch.cat([position, out[..., 3:]], dim=-1)
 
     # ----- encoders ------------------------------------------------------------------------------
     def _point_tokens(self, flow: torch.Tensor, descriptor: torch.Tensor) -> torch.Tensor:
@@ -232,7 +210,7 @@ class FlowPolicy(nn.Module):
         parts = self.encode(batch)
         remaining = self.remaining_encoder(self._encode_frames(batch["remaining"], parts["descriptor"]))
         cond = self._condition(parts, self.plan_dropout(remaining))
-        actions = self.normalize_actions(batch["action"], batch["proprio"])
+        actions = self.normalizer.normalize("action", batch["action"])
         noise = torch.randn_like(actions)
         steps = torch.randint(0, self.config.train_steps, (len(actions),), device=actions.device)
         noisy = self.scheduler.add_noise(actions, noise, steps)
@@ -256,4 +234,4 @@ class FlowPolicy(nn.Module):
         for step in self.scheduler.timesteps:
             noise = self.head(actions, step.expand(len(cond)).to(cond.device), cond)
             actions = self.scheduler.step(noise, step, actions, generator=generator).prev_sample
-        return self.unnormalize_actions(actions, batch["proprio"])
+        return self.normalizer.unnormalize("action", actions)

@@ -121,11 +121,9 @@ class Trainer:
 
 def load_policy(path: str | Path, device: str = "cpu") -> FlowPolicy:
     payload = torch.load(path, map_location=device, weights_only=False)
-    config, keys = payload["config"], payload["state_dict"].keys()
-    if not any(key.startswith("summary.") for key in keys):  # saved before these options existed
-        config = replace(config, flow_summary=False)
-    if "normalizer.position_offset_low" not in keys:
-        config = replace(config, relative_position=False)
+    config = payload["config"]
+    if not any(key.startswith("summary.") for key in payload["state_dict"]):
+        config = replace(config, flow_summary=False)  # saved before the flow-summary path existed
     policy = FlowPolicy(config)
     policy.load_state_dict(payload["state_dict"])
     return policy.to(device).eval()

@@ -74,19 +74,6 @@ def test_flow_summary_weights_visible_points_and_falls_back_to_all():
     assert summarize_points(frames).shape == (1, 2, 5)
 
 
-def test_positions_are_denoised_relative_to_the_end_effector_and_restored(windows):
-    policy = FlowPolicy(tiny_policy_config())
-    policy.normalizer.fit(windows.statistics())
-    batch = {k: torch.stack([windows[i][k] for i in range(0, 40, 5)]) for k in ("action", "proprio")}
-    scaled = policy.normalize_actions(batch["action"], batch["proprio"])
-    assert scaled.abs().max() <= 1.0 + 1e-5  # the fitted offsets cover every window
-    restored = policy.unnormalize_actions(scaled, batch["proprio"])
-    assert torch.allclose(restored, batch["action"], atol=1e-5)
-    hold = batch["proprio"][:, -1:].expand(-1, 16, -1)  # holding still = offset 0 whatever the pose
-    expected = policy.normalizer.normalize("position_offset", torch.zeros(3)).expand(len(hold), 16, 3)
-    assert torch.allclose(policy.normalize_actions(hold, batch["proprio"])[..., :3], expected, atol=1e-5)
-
-
 def test_the_plan_reaches_the_action_head(windows):
     """Moving the plan's points changes the predicted actions (the flow is an input, not decoration)."""
     policy = FlowPolicy(tiny_policy_config()).eval()
@@ -103,7 +90,7 @@ def test_policies_saved_before_the_flow_summary_still_load(windows, tmp_path):
 
     from policies.train import load_policy
 
-    config = replace(tiny_policy_config(), flow_summary=False, relative_position=False)
+    config = replace(tiny_policy_config(), flow_summary=False)
     old = FlowPolicy(config).eval()
     old.normalizer.fit(windows.statistics())
     assert not any(k.startswith("summary.") for k in old.state_dict())
