@@ -46,11 +46,6 @@ class FlowPolicyConfig:
     frame_encoder: str = "pointnet"
     """How plan / remaining-flow frames are embedded: "transformer" (the state encoder, as the reference —
     64 frames × N points per sample, GPU-sized) or "pointnet" (shared MLP, max+mean pooling, ~10× cheaper)."""
-    flow_summary: bool = True
-    """Also condition on a direct summary of the flow: per plan frame the visible points' mean and spread
-    in the image, the same for the current points, and the points' mean initial 3-D position. Without it
-    the small preset learned to ignore the flow (shuffling plans across a batch raised its loss by 10 %,
-    shuffling proprioception by 700 %) and could not tell which object to carry where."""
 
     @classmethod
     def preset(cls, name: str) -> FlowPolicyConfig:
@@ -76,16 +71,6 @@ def sincos_2d(xy: torch.Tensor, dim: int) -> torch.Tensor:
     freq = torch.exp(-math.log(10000.0) * torch.arange(quarter, device=xy.device) / max(quarter, 1))
     angles = xy[..., :, None] * 224.0 * freq  # (…, 2, quarter)
     return torch.cat([angles.sin(), angles.cos()], dim=-1).flatten(-2)
-
-
-def summarize_points(flow: torch.Tensor) -> torch.Tensor:
-    """(…, N, 3) points (x, y, vis) → (…, 5): visibility-weighted mean and spread of x, y (the mean and
-    spread of all points when none is visible), and the visible fraction."""
-    weight = flow[..., 2:3] + 1e-3
-    total = weight.sum(dim=-2)
-    mean = (flow[..., :2] * weight).sum(dim=-2) / total
-    spread = (((flow[..., :2] - mean[..., None, :]) ** 2 * weight).sum(dim=-2) / total + 1e-6).sqrt()
-    return torch.cat([2 * mean - 1, 4 * spread, flow[..., 2].mean(dim=-1, keepdim=True)], dim=-1)
 
 
 def sincos_1d(length: int, dim: int, device) -> torch.Tensor:
@@ -147,11 +132,7 @@ class FlowPolicy(nn.Module):
         self.align = TokenTransformer(c.dim, c.align_depth, c.heads, positional=True)
         self.remaining_encoder = TokenTransformer(c.dim, c.remaining_depth, c.heads, positional=True)
         self.plan_dropout = nn.Dropout(c.plan_dropout)
-        if c.flow_summary:
-            self.summary = nn.Sequential(
-                nn.Linear(5 * (c.plan_frames + 1) + 3, 2 * c.dim), nn.Mish(), nn.Linear(2 * c.dim, c.dim)
-            )
-        self.head = ConditionalUnet1D(c.action_dim, (4 if c.flow_summary else 3) * c.dim, tuple(c.unet_dims))
+        self.head = ConditionalUnet1D(c.action_dim, 3 * c.dim, tuple(c.unet_dims))
         self.normalizer = Normalizer({"action": c.action_dim, "proprio": c.proprio_dim, "points_3d": 3})
         self.scheduler = DDIMScheduler(
             num_train_timesteps=c.train_steps,
@@ -185,31 +166,13 @@ class FlowPolicy(nn.Module):
         plan = self._encode_frames(batch["plan"], descriptor)
         sequence = torch.cat([state[:, None], proprio[:, None], plan], dim=1)
         predicted = self.align(sequence.detach())
-        parts = {"state": state, "proprio": proprio, "descriptor": descriptor, "predicted_plan": predicted}
-        if self.config.flow_summary:
-            summary = torch.cat(
-                [
-                    summarize_points(batch["plan"]).flatten(1),
-                    summarize_points(batch["current"]),
-                    points.mean(dim=1),
-                ],
-                dim=-1,
-            )
-            parts["summary"] = self.summary(summary)
-        return parts
-
-    def _condition(self, parts: dict[str, torch.Tensor], plan: torch.Tensor) -> torch.Tensor:
-        """The U-Net's global condition: state, (remaining or predicted) plan, proprioception, summary."""
-        pieces = [parts["state"], plan, parts["proprio"]]
-        if self.config.flow_summary:
-            pieces.append(parts["summary"])
-        return torch.cat(pieces, dim=-1)
+        return {"state": state, "proprio": proprio, "descriptor": descriptor, "predicted_plan": predicted}
 
     # ----- training ------------------------------------------------------------------------------
     def compute_loss(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         parts = self.encode(batch)
         remaining = self.remaining_encoder(self._encode_frames(batch["remaining"], parts["descriptor"]))
-        cond = self._condition(parts, self.plan_dropout(remaining))
+        cond = torch.cat([parts["state"], self.plan_dropout(remaining), parts["proprio"]], dim=-1)
         actions = self.normalizer.normalize("action", batch["action"])
         noise = torch.randn_like(actions)
         steps = torch.randint(0, self.config.train_steps, (len(actions),), device=actions.device)
@@ -225,7 +188,7 @@ class FlowPolicy(nn.Module):
     ) -> torch.Tensor:
         """(B, T, action_dim) unnormalised absolute actions, conditioned on the predicted remaining plan."""
         parts = self.encode(batch)
-        cond = self._condition(parts, parts["predicted_plan"])
+        cond = torch.cat([parts["state"], parts["predicted_plan"], parts["proprio"]], dim=-1)
         c = self.config
         actions = torch.randn(
             len(cond), c.pred_horizon, c.action_dim, generator=generator, device=cond.device

@@ -9,7 +9,7 @@ The learning rate follows a cosine schedule with warm-up, and the LR scheduler s
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -121,9 +121,6 @@ class Trainer:
 
 def load_policy(path: str | Path, device: str = "cpu") -> FlowPolicy:
     payload = torch.load(path, map_location=device, weights_only=False)
-    config = payload["config"]
-    if not any(key.startswith("summary.") for key in payload["state_dict"]):
-        config = replace(config, flow_summary=False)  # saved before the flow-summary path existed
-    policy = FlowPolicy(config)
+    policy = FlowPolicy(payload["config"])
     policy.load_state_dict(payload["state_dict"])
     return policy.to(device).eval()

@@ -6,7 +6,7 @@ from tiny_configs import tiny_policy_config
 from torch.utils.data import DataLoader
 
 from policies.data import PlayWindows, WindowConfig
-from policies.flow_policy import FlowPolicy, FlowPolicyConfig, summarize_points
+from policies.flow_policy import FlowPolicy, FlowPolicyConfig
 
 
 @pytest.fixture(scope="module")
@@ -58,52 +58,6 @@ def test_save_and_load_give_identical_actions(windows, tmp_path):
     a = policy.predict_action(batch, generator=torch.Generator().manual_seed(5))
     b = loaded.predict_action(batch, generator=torch.Generator().manual_seed(5))
     assert torch.equal(a, b)
-
-
-def test_flow_summary_weights_visible_points_and_falls_back_to_all():
-    points = torch.tensor([[0.2, 0.4, 1.0], [0.6, 0.8, 1.0], [1.0, 1.0, 0.0]])
-    mean_x, mean_y, spread_x, spread_y, visible = summarize_points(points).tolist()
-    assert (mean_x + 1) / 2 == pytest.approx(0.4, abs=1e-3) and (mean_y + 1) / 2 == pytest.approx(
-        0.6, abs=1e-3
-    )
-    assert spread_x / 4 == pytest.approx(0.2, abs=2e-3) and visible == pytest.approx(2 / 3)
-    hidden = points.clone()
-    hidden[:, 2] = 0
-    assert (summarize_points(hidden)[0] + 1) / 2 == pytest.approx(0.6, abs=1e-4)  # plain mean of x
-    frames = torch.stack([points, hidden])[None]  # (B, F, N, 3)
-    assert summarize_points(frames).shape == (1, 2, 5)
-
-
-def test_the_plan_reaches_the_action_head(windows):
-    """Moving the plan's points changes the predicted actions (the flow is an input, not decoration)."""
-    policy = FlowPolicy(tiny_policy_config()).eval()
-    policy.normalizer.fit(windows.statistics())
-    batch = {k: v[None] for k, v in windows[0].items()}
-    shifted = dict(batch, plan=batch["plan"] + torch.tensor([0.3, -0.2, 0.0]))
-    a = policy.predict_action(batch, generator=torch.Generator().manual_seed(0))
-    b = policy.predict_action(shifted, generator=torch.Generator().manual_seed(0))
-    assert not torch.allclose(a, b)
-
-
-def test_policies_saved_before_the_flow_summary_still_load(windows, tmp_path):
-    from dataclasses import replace
-
-    from policies.train import load_policy
-
-    config = replace(tiny_policy_config(), flow_summary=False)
-    old = FlowPolicy(config).eval()
-    old.normalizer.fit(windows.statistics())
-    assert not any(k.startswith("summary.") for k in old.state_dict())
-    torch.save(
-        {"config": replace(config, flow_summary=True), "state_dict": old.state_dict()}, tmp_path / "p.pt"
-    )
-    loaded = load_policy(tmp_path / "p.pt")
-    batch = {k: v[None] for k, v in windows[0].items()}
-    g = torch.Generator
-    assert torch.equal(
-        old.predict_action(batch, generator=g().manual_seed(1)),
-        loaded.predict_action(batch, generator=g().manual_seed(1)),
-    )
 
 
 def test_reference_preset_has_the_reference_sizes():
