@@ -22,7 +22,7 @@ from im2flow.flow_image import decode
 from im2flow.generator import FlowGenerator, GeneratorConfig
 from im2flow.pictures import write_comparison
 from preprocessing.config import save_config
-from preprocessing.optimization import Optimization, OptimizationConfig
+from preprocessing.optimization import Optimization, OptimizationConfig, batch_indices
 from preprocessing.run_log import MetricsLog, save_atomic
 
 CHECKPOINT = "checkpoint.pt"
@@ -91,8 +91,8 @@ class FlowTrainer:
 
     # ----- steps ------------------------------------------------------------------------------------
     def batch(self, step: int) -> tuple[torch.Tensor, torch.Tensor, list[str], torch.Tensor]:
-        rng = np.random.default_rng((self.config.seed, step))
-        idx = rng.integers(0, len(self.train), self.config.batch_size)
+        c, acc = self.config, self.accelerator
+        idx = batch_indices(len(self.train), c.batch_size, c.seed, step, acc.process_index, acc.num_processes)
         device = self.accelerator.device
         return (
             self.train_images[idx].to(device),

@@ -20,7 +20,7 @@ from tqdm import tqdm
 from policies.data import PlayWindows, WindowConfig
 from policies.flow_policy import FlowPolicy, FlowPolicyConfig
 from preprocessing.config import save_config
-from preprocessing.optimization import Optimization, OptimizationConfig
+from preprocessing.optimization import Optimization, OptimizationConfig, batch_indices
 from preprocessing.run_log import MetricsLog, save_atomic
 
 CHECKPOINT = "checkpoint.pt"
@@ -37,10 +37,9 @@ class TrainConfig(OptimizationConfig):
     seed: int = 0
 
 
-def _batch(data: PlayWindows, size: int, seed: int, step: int) -> dict[str, torch.Tensor]:
-    rng = np.random.default_rng((seed, step))
+def _batch(data: PlayWindows, indices: np.ndarray, step: int) -> dict[str, torch.Tensor]:
     data.set_epoch(step)
-    items = [data[int(i)] for i in rng.integers(0, len(data), size)]
+    items = [data[int(i)] for i in indices]
     return {k: torch.stack([item[k] for item in items]) for k in items[0]}
 
 
@@ -76,11 +75,16 @@ class Trainer:
         self.step = state["step"]
 
     # ----- steps ---------------------------------------------------------------------------------------
+    def _indices(self) -> np.ndarray:
+        c, acc = self.config, self.accelerator
+        return batch_indices(
+            len(self.data), c.batch_size, c.seed, self.step, acc.process_index, acc.num_processes
+        )
+
     def train_step(self) -> dict[str, float]:
         c = self.config
         batch = {
-            k: v.to(self.accelerator.device)
-            for k, v in _batch(self.data, c.batch_size, c.seed, self.step).items()
+            k: v.to(self.accelerator.device) for k, v in _batch(self.data, self._indices(), self.step).items()
         }
         torch.manual_seed(c.seed * 1_000_003 + self.step)  # the diffusion noise of this step
         self.policy.train()

@@ -11,6 +11,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 import torch
 from accelerate import Accelerator
 from diffusers.optimization import get_cosine_schedule_with_warmup
@@ -65,3 +66,15 @@ class Optimization:
         self.ema.load_state_dict(state["ema"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.lr_schedule.load_state_dict(state["lr_schedule"])
+
+
+def batch_indices(
+    count: int, size: int, seed: int, step: int, rank: int = 0, processes: int = 1
+) -> np.ndarray:
+    """This process's ``size`` sample indices for a training step.
+
+    The step draws ``size`` indices per process from (seed, step) alone, so a resumed run takes the same
+    batches; process k takes the k-th slice, so several GPUs train on different samples, and one process
+    gets exactly what a single-process run gets."""
+    drawn = np.random.default_rng((seed, step)).integers(0, count, size * processes)
+    return drawn[rank * size : (rank + 1) * size]
