@@ -134,8 +134,15 @@ class PlayWindows(Dataset):
         }
 
     def statistics(self) -> dict[str, torch.Tensor]:
-        """What the normaliser is fitted on: every action, proprioception and initial 3-D point."""
+        """What the normaliser is fitted on: every action, proprioception and initial 3-D point, and every
+        end-effector position in its episode's object frame (relative to the object points' mean)."""
+        in_object_frame = [
+            np.concatenate([ep.action[:, :3], ep.proprio[:, :3]])
+            - ep.points_3d[ep.object_points].mean(axis=0)
+            for ep in self.episodes
+        ]
         return {
+            "object_position": torch.from_numpy(np.concatenate(in_object_frame)),
             "action": torch.from_numpy(np.concatenate([ep.action for ep in self.episodes])),
             "proprio": torch.from_numpy(np.concatenate([ep.proprio for ep in self.episodes])),
             "points_3d": torch.from_numpy(

@@ -46,6 +46,12 @@ class FlowPolicyConfig:
     frame_encoder: str = "pointnet"
     """How plan / remaining-flow frames are embedded: "transformer" (the state encoder, as the reference —
     64 frames × N points per sample, GPU-sized) or "pointnet" (shared MLP, max+mean pooling, ~10× cheaper)."""
+    object_frame: bool = True
+    """Express the end-effector positions of proprioception and of the denoised chunk relative to the
+    object: the mean initial 3-D position of the sample's points (outputs stay absolute). Reaching the
+    object then means reaching a nearly constant offset, instead of regressing the object's position from
+    point tokens through a pooled condition — the absolute-position small policy reached the mug but
+    missed the grasp by centimetres."""
 
     @classmethod
     def preset(cls, name: str) -> FlowPolicyConfig:
@@ -133,13 +139,35 @@ class FlowPolicy(nn.Module):
         self.remaining_encoder = TokenTransformer(c.dim, c.remaining_depth, c.heads, positional=True)
         self.plan_dropout = nn.Dropout(c.plan_dropout)
         self.head = ConditionalUnet1D(c.action_dim, 3 * c.dim, tuple(c.unet_dims))
-        self.normalizer = Normalizer({"action": c.action_dim, "proprio": c.proprio_dim, "points_3d": 3})
+        dims = {"action": c.action_dim, "proprio": c.proprio_dim, "points_3d": 3}
+        self.normalizer = Normalizer(dims | ({"object_position": 3} if c.object_frame else {}))
         self.scheduler = DDIMScheduler(
             num_train_timesteps=c.train_steps,
             beta_schedule="squaredcos_cap_v2",
             clip_sample=True,
             prediction_type="epsilon",
         )
+
+    # ----- positions in the object frame -----------------------------------------------------------------
+    @staticmethod
+    def object_anchor(points_3d: torch.Tensor) -> torch.Tensor:
+        """(B, N, 3) initial 3-D points → (B, 1, 3): the origin of the object frame."""
+        return points_3d.mean(dim=1, keepdim=True)
+
+    def normalize_vectors(self, key: str, value: torch.Tensor, anchor: torch.Tensor) -> torch.Tensor:
+        """(B, T, D) action or proprioception vectors → normalised, position in the object frame."""
+        out = self.normalizer.normalize(key, value)
+        if not self.config.object_frame:
+            return out
+        position = self.normalizer.normalize("object_position", value[..., :3] - anchor)
+        return torch.cat([position, out[..., 3:]], dim=-1)
+
+    def unnormalize_actions(self, actions: torch.Tensor, anchor: torch.Tensor) -> torch.Tensor:
+        out = self.normalizer.unnormalize("action", actions)
+        if not self.config.object_frame:
+            return out
+        position = self.normalizer.unnormalize("object_position", actions[..., :3]) + anchor
+        return torch.cat([position, out[..., 3:]], dim=-1)
 
     # ----- encoders ------------------------------------------------------------------------------
     def _point_tokens(self, flow: torch.Tensor, descriptor: torch.Tensor) -> torch.Tensor:
@@ -161,7 +189,8 @@ class FlowPolicy(nn.Module):
         points = self.normalizer.normalize("points_3d", batch["points_3d"])
         descriptor = self.point_proj(points)  # (B, N, dim/2)
         state = self.state_encoder(self._point_tokens(batch["current"], descriptor))
-        proprio = self.normalizer.normalize("proprio", batch["proprio"]).flatten(1)
+        anchor = self.object_anchor(batch["points_3d"])
+        proprio = self.normalize_vectors("proprio", batch["proprio"], anchor).flatten(1)
         proprio = self.proprio_proj(proprio)
         plan = self._encode_frames(batch["plan"], descriptor)
         sequence = torch.cat([state[:, None], proprio[:, None], plan], dim=1)
@@ -173,7 +202,7 @@ class FlowPolicy(nn.Module):
         parts = self.encode(batch)
         remaining = self.remaining_encoder(self._encode_frames(batch["remaining"], parts["descriptor"]))
         cond = torch.cat([parts["state"], self.plan_dropout(remaining), parts["proprio"]], dim=-1)
-        actions = self.normalizer.normalize("action", batch["action"])
+        actions = self.normalize_vectors("action", batch["action"], self.object_anchor(batch["points_3d"]))
         noise = torch.randn_like(actions)
         steps = torch.randint(0, self.config.train_steps, (len(actions),), device=actions.device)
         noisy = self.scheduler.add_noise(actions, noise, steps)
@@ -197,4 +226,4 @@ class FlowPolicy(nn.Module):
         for step in self.scheduler.timesteps:
             noise = self.head(actions, step.expand(len(cond)).to(cond.device), cond)
             actions = self.scheduler.step(noise, step, actions, generator=generator).prev_sample
-        return self.normalizer.unnormalize("action", actions)
+        return self.unnormalize_actions(actions, self.object_anchor(batch["points_3d"]))

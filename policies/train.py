@@ -9,7 +9,7 @@ The learning rate follows a cosine schedule with warm-up, and the LR scheduler s
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -125,6 +125,9 @@ class Trainer:
 
 def load_policy(path: str | Path, device: str = "cpu") -> FlowPolicy:
     payload = torch.load(path, map_location=device, weights_only=False)
-    policy = FlowPolicy(payload["config"])
+    config = payload["config"]
+    if "normalizer.object_position_low" not in payload["state_dict"]:
+        config = replace(config, object_frame=False)  # saved before the object frame existed
+    policy = FlowPolicy(config)
     policy.load_state_dict(payload["state_dict"])
     return policy.to(device).eval()

@@ -1,5 +1,7 @@
 """The flow-conditioned policy, trained for real on a few recorded play episodes."""
 
+from dataclasses import replace
+
 import pytest
 import torch
 from tiny_configs import tiny_policy_config
@@ -7,6 +9,7 @@ from torch.utils.data import DataLoader
 
 from policies.data import PlayWindows, WindowConfig
 from policies.flow_policy import FlowPolicy, FlowPolicyConfig
+from policies.train import load_policy
 
 
 @pytest.fixture(scope="module")
@@ -189,3 +192,35 @@ def test_language_conditioned_evaluation_executes_a_generated_flow(windows, demo
     assert all(row["episodes"] == 1 and row["mean_steps"] == 4 for row in summary["tasks"].values())
     assert (tmp_path / "eval" / "summary_generated_oracle.md").is_file()
     assert len(list((tmp_path / "eval" / "videos").glob("*.mp4"))) == 2
+
+
+def test_object_frame_targets_ignore_where_the_scene_is(windows):
+    """Moving the object, the arm and the chunk together leaves what the U-Net denoises unchanged."""
+    policy = FlowPolicy(tiny_policy_config())
+    assert policy.config.object_frame
+    policy.normalizer.fit(windows.statistics())
+    batch = {k: torch.stack([windows[i][k] for i in (0, 5, 9)]) for k in windows[0]}
+    shift = torch.tensor([0.08, -0.05, 0.03])
+    moved = dict(batch)
+    moved["points_3d"] = batch["points_3d"] + shift
+    moved["action"] = torch.cat([batch["action"][..., :3] + shift, batch["action"][..., 3:]], -1)
+    anchor, moved_anchor = policy.object_anchor(batch["points_3d"]), policy.object_anchor(moved["points_3d"])
+    target = policy.normalize_vectors("action", batch["action"], anchor)
+    moved_target = policy.normalize_vectors("action", moved["action"], moved_anchor)
+    assert torch.allclose(target, moved_target, atol=1e-5)
+    assert torch.allclose(policy.unnormalize_actions(target, anchor), batch["action"], atol=1e-5)
+    absolute = FlowPolicy(replace(tiny_policy_config(), object_frame=False))
+    absolute.normalizer.fit(windows.statistics())
+    plain = absolute.normalize_vectors("action", batch["action"], anchor)
+    assert not torch.allclose(plain, absolute.normalize_vectors("action", moved["action"], moved_anchor))
+
+
+def test_policies_saved_before_the_object_frame_still_load(windows, tmp_path):
+    old = FlowPolicy(replace(tiny_policy_config(), object_frame=False)).eval()
+    old.normalizer.fit(windows.statistics())
+    torch.save({"config": tiny_policy_config(), "state_dict": old.state_dict()}, tmp_path / "old.pt")
+    loaded = load_policy(tmp_path / "old.pt")
+    assert not loaded.config.object_frame
+    batch = {k: v[None] for k, v in windows[2].items()}
+    a = old.predict_action(batch, generator=torch.Generator().manual_seed(3))
+    assert torch.equal(a, loaded.predict_action(batch, generator=torch.Generator().manual_seed(3)))
