@@ -9,7 +9,7 @@ with no goal, for the policy's play data.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 
 import mujoco
 import numpy as np
@@ -67,16 +67,25 @@ def _random_spot(rng: np.random.Generator, z: float) -> np.ndarray:
     return np.array([rng.uniform(-0.28, 0.28), rng.uniform(-0.15, 0.2), z])
 
 
-def play_actions(env: SimEnv, rng: np.random.Generator, primitives: int = 3) -> Iterator[Action]:
+PLAY_KINDS = ("grasp_move", "push", "reach")
+DEFAULT_PLAY_MIX = ("grasp_move", "grasp_move", "push", "reach")
+"""Primitive kinds drawn uniformly from this list: a kind listed twice is drawn twice as often."""
+
+
+def play_actions(
+    env: SimEnv, rng: np.random.Generator, primitives: int = 3, mix: Sequence[str] = DEFAULT_PLAY_MIX
+) -> Iterator[Action]:
     """Goal-free play: ``primitives`` random primitives, each planned from the state it starts in."""
     for _ in range(primitives):
-        yield from follow(env, random_primitive(env, rng))
+        yield from follow(env, random_primitive(env, rng, mix))
 
 
-def random_primitive(env: SimEnv, rng: np.random.Generator) -> list[Waypoint]:
+def random_primitive(
+    env: SimEnv, rng: np.random.Generator, mix: Sequence[str] = DEFAULT_PLAY_MIX
+) -> list[Waypoint]:
     """One random primitive on whatever the scene holds now: grasp-and-move, push, or reach."""
     points = env.task.grasp_points(env.model, env.data)
-    kind = rng.choice(["grasp_move", "grasp_move", "push", "reach"])
+    kind = rng.choice(list(mix))
     name = str(rng.choice(sorted(points))) if points else None
     yaw = rng.uniform(-0.6, 0.6)
     if name == "drawer":  # align the fingers with the handle bar, as the expert does

@@ -20,7 +20,7 @@ from typing import Literal
 import numpy as np
 from tqdm import tqdm
 
-from policies.sim.agents import follow, play_actions
+from policies.sim.agents import DEFAULT_PLAY_MIX, PLAY_KINDS, follow, play_actions
 from policies.sim.env import SimEnv
 from policies.sim.record import RecordConfig, record
 from policies.sim.scene import SceneConfig
@@ -50,6 +50,9 @@ class GenerateConfig:
     """Random primitives per play episode. Measured with the small policy (last 10 demos, oracle
     tracking): 200 episodes of 3 → drawer 7/10 after 4000 steps; 600 episodes of 1 (each from the home
     pose, like a demonstration) → drawer 4/10 after 3000 steps; pick & place 0/10 with both."""
+    play_mix: list[str] = field(default_factory=lambda: list(DEFAULT_PLAY_MIX))
+    """Which primitives play draws, uniformly from this list (``reach`` moves no object; a kind listed twice
+    is drawn twice as often)."""
     image_size: tuple[int, int] = (256, 256)
     record: RecordConfig = field(default_factory=RecordConfig)
 
@@ -80,9 +83,9 @@ def episode_name(task: str, seed: int) -> str:
     return f"{task}_{seed:06d}"
 
 
-def agent_for(mode: Mode, primitives: int):
+def agent_for(mode: Mode, cfg: GenerateConfig):
     if mode == "play":
-        return lambda env, rng: play_actions(env, rng, primitives)
+        return lambda env, rng: play_actions(env, rng, cfg.play_primitives, cfg.play_mix)
     if mode == "expert":
         return lambda env, rng: follow(env, env.task.expert(env.model, env.data, rng))
     return lambda env, rng: follow(env, env.task.human(env.model, env.data, rng))
@@ -102,7 +105,7 @@ def _run_job(args: tuple[Mode, str, int, str, GenerateConfig]) -> JobResult:
         key = (task, EMBODIMENT[mode])
         if key not in _ENVS:
             _ENVS[key] = SimEnv(task, EMBODIMENT[mode], SceneConfig(image_size=cfg.image_size))
-        rollout = record(_ENVS[key], seed, agent_for(mode, cfg.play_primitives), cfg.record)
+        rollout = record(_ENVS[key], seed, agent_for(mode, cfg), cfg.record)
         if mode == "play":  # play has no goal: the scene is recorded, the instruction is not
             rollout.episode.task = PLAY_TASK
         writer.write(name, rollout.episode)
@@ -121,6 +124,9 @@ def generate(mode: Mode, out_dir: str | Path, cfg: GenerateConfig, progress: boo
     """Run every (task, seed) job, write ``summary.json`` and return it."""
     for task in cfg.tasks:
         TASKS.entry(task)  # unknown task names fail before any work
+    unknown = sorted(set(cfg.play_mix) - set(PLAY_KINDS))
+    if mode == "play" and (unknown or not cfg.play_mix):
+        raise ValueError(f"play_mix {cfg.play_mix}: each kind must be one of {list(PLAY_KINDS)}")
     out_dir = Path(out_dir)
     FlowDatasetWriter(
         out_dir / "dataset.zarr", kind=KIND[mode], mode=mode

@@ -5,7 +5,7 @@ import pytest
 
 from policies.sim.agents import follow, play_actions, slerp
 from policies.sim.env import TOP_DOWN, Action, SimEnv
-from policies.sim.generate import GenerateConfig, job_seed
+from policies.sim.generate import GenerateConfig, generate, job_seed
 from policies.sim.record import EMBODIMENT_LABEL, record
 from policies.sim.scene import SceneConfig
 from policies.sim.tasks import TASKS
@@ -141,3 +141,15 @@ def test_play_layouts_never_repeat_demonstration_layouts():
     play = [job_seed("play", cfg, k, i) for k in range(2) for i in range(cfg.episodes)]
     assert len(set(play)) == len(play)  # every task scene gets its own play layouts
     assert demo.isdisjoint(play) and demo == set(range(50))  # pick & place and pour share demo layouts
+
+
+def test_play_mix_chooses_which_primitives_play_draws(make_env, tmp_path):
+    env = make_env("pick_place")
+    reach = record(env, 3, lambda e, r: play_actions(e, r, 1, ["reach"])).episode
+    grasp = record(env, 3, lambda e, r: play_actions(e, r, 1, ["grasp_move"])).episode
+    moved = [ep.arrays["moving"] & ~ep.arrays["robot"] for ep in (reach, grasp)]
+    assert not moved[0].any()  # a reach touches nothing
+    assert moved[1].any()  # a grasp-and-move carries something
+    with pytest.raises(ValueError, match="play_mix.*teleport"):
+        generate("play", tmp_path, GenerateConfig(tasks=["pick_place"], episodes=1, play_mix=["teleport"]))
+    assert not any(tmp_path.iterdir())  # refused before anything was written
