@@ -46,11 +46,6 @@ class FlowPolicyConfig:
     frame_encoder: str = "pointnet"
     """How plan / remaining-flow frames are embedded: "transformer" (the state encoder, as the reference —
     64 frames × N points per sample, GPU-sized) or "pointnet" (shared MLP, max+mean pooling, ~10× cheaper)."""
-    motion_tokens: bool = True
-    """Point tokens also carry the point's image displacement from a reference: plan frames from the plan's
-    first frame, remaining-flow frames from the current position, the current state from the plan's start.
-    Motion is then read off each token, instead of by comparing absolute position encodings across frames
-    after pooling."""
     object_frame: bool = True
     """Express the end-effector positions of proprioception and of the denoised chunk relative to the
     object: the mean initial 3-D position of the sample's points (outputs stay absolute). Reaching the
@@ -133,8 +128,6 @@ class FlowPolicy(nn.Module):
         half = c.dim // 2
         self.point_proj = nn.Sequential(nn.Linear(3, half), nn.LayerNorm(half))
         self.visibility = nn.Embedding(2, c.dim)
-        if c.motion_tokens:
-            self.motion_proj = nn.Sequential(nn.Linear(2, c.dim), nn.GELU(), nn.Linear(c.dim, c.dim))
         self.state_encoder = TokenTransformer(c.dim, c.state_depth, c.heads, positional=False)
         if c.frame_encoder not in ("transformer", "pointnet"):
             raise ValueError(f"frame_encoder must be transformer or pointnet, got {c.frame_encoder!r}")
@@ -177,37 +170,29 @@ class FlowPolicy(nn.Module):
         return torch.cat([position, out[..., 3:]], dim=-1)
 
     # ----- encoders ------------------------------------------------------------------------------
-    def _point_tokens(
-        self, flow: torch.Tensor, descriptor: torch.Tensor, origin: torch.Tensor
-    ) -> torch.Tensor:
-        """flow (…, N, 3) = (x, y, vis); descriptor (B, N, dim/2); origin (…, N, 2), broadcastable, the
-        positions displacements are measured from → tokens (…, N, dim)."""
+    def _point_tokens(self, flow: torch.Tensor, descriptor: torch.Tensor) -> torch.Tensor:
+        """flow (…, N, 3) = (x, y, vis); descriptor (B, N, dim/2) → tokens (…, N, dim)."""
         xy, vis = flow[..., :2], flow[..., 2].round().long().clamp(0, 1)
         desc = descriptor.expand(*flow.shape[:-1], descriptor.shape[-1])
-        tokens = torch.cat([sincos_2d(xy, self.config.dim // 2).to(desc.dtype), desc], dim=-1)
-        tokens = tokens + self.visibility(vis)
-        if self.config.motion_tokens:  # ×10: a tenth of the frame becomes a unit step
-            tokens = tokens + self.motion_proj(10.0 * (xy - origin) * flow[..., 2:3])
-        return tokens
+        return torch.cat(
+            [sincos_2d(xy, self.config.dim // 2).to(desc.dtype), desc], dim=-1
+        ) + self.visibility(vis)
 
-    def _encode_frames(
-        self, flow: torch.Tensor, descriptor: torch.Tensor, origin: torch.Tensor
-    ) -> torch.Tensor:
-        """flow (B, F, N, 3), origin (B, N, 2) → (B, F, dim): the frame encoder applied to every frame."""
+    def _encode_frames(self, flow: torch.Tensor, descriptor: torch.Tensor) -> torch.Tensor:
+        """flow (B, F, N, 3) → (B, F, dim): the frame encoder applied to every frame."""
         b, f, n, _ = flow.shape
-        tokens = self._point_tokens(flow, descriptor[:, None], origin[:, None]).reshape(b * f, n, -1)
+        tokens = self._point_tokens(flow, descriptor[:, None]).reshape(b * f, n, -1)
         return self.frame_encoder(tokens).reshape(b, f, -1)
 
     def encode(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         """Condition pieces from a (normalised-on-the-fly) batch."""
         points = self.normalizer.normalize("points_3d", batch["points_3d"])
         descriptor = self.point_proj(points)  # (B, N, dim/2)
-        start = batch["plan"][:, 0, :, :2]
-        state = self.state_encoder(self._point_tokens(batch["current"], descriptor, start))
+        state = self.state_encoder(self._point_tokens(batch["current"], descriptor))
         anchor = self.object_anchor(batch["points_3d"])
         proprio = self.normalize_vectors("proprio", batch["proprio"], anchor).flatten(1)
         proprio = self.proprio_proj(proprio)
-        plan = self._encode_frames(batch["plan"], descriptor, start)
+        plan = self._encode_frames(batch["plan"], descriptor)
         sequence = torch.cat([state[:, None], proprio[:, None], plan], dim=1)
         predicted = self.align(sequence.detach())
         return {"state": state, "proprio": proprio, "descriptor": descriptor, "predicted_plan": predicted}
@@ -215,8 +200,7 @@ class FlowPolicy(nn.Module):
     # ----- training ------------------------------------------------------------------------------
     def compute_loss(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         parts = self.encode(batch)
-        frames = self._encode_frames(batch["remaining"], parts["descriptor"], batch["current"][..., :2])
-        remaining = self.remaining_encoder(frames)
+        remaining = self.remaining_encoder(self._encode_frames(batch["remaining"], parts["descriptor"]))
         cond = torch.cat([parts["state"], self.plan_dropout(remaining), parts["proprio"]], dim=-1)
         actions = self.normalize_vectors("action", batch["action"], self.object_anchor(batch["points_3d"]))
         noise = torch.randn_like(actions)

@@ -128,8 +128,6 @@ def load_policy(path: str | Path, device: str = "cpu") -> FlowPolicy:
     config = payload["config"]
     if "normalizer.object_position_low" not in payload["state_dict"]:
         config = replace(config, object_frame=False)  # saved before the object frame existed
-    if "motion_proj.0.weight" not in payload["state_dict"]:
-        config = replace(config, motion_tokens=False)  # saved before motion tokens existed
     policy = FlowPolicy(config)
     policy.load_state_dict(payload["state_dict"])
     return policy.to(device).eval()

@@ -215,12 +215,12 @@ def test_object_frame_targets_ignore_where_the_scene_is(windows):
     assert not torch.allclose(plain, absolute.normalize_vectors("action", moved["action"], moved_anchor))
 
 
-def test_policies_saved_before_the_object_frame_and_motion_tokens_still_load(windows, tmp_path):
-    old = FlowPolicy(replace(tiny_policy_config(), object_frame=False, motion_tokens=False)).eval()
+def test_policies_saved_before_the_object_frame_still_load(windows, tmp_path):
+    old = FlowPolicy(replace(tiny_policy_config(), object_frame=False)).eval()
     old.normalizer.fit(windows.statistics())
     torch.save({"config": tiny_policy_config(), "state_dict": old.state_dict()}, tmp_path / "old.pt")
     loaded = load_policy(tmp_path / "old.pt")
-    assert not loaded.config.object_frame and not loaded.config.motion_tokens
+    assert not loaded.config.object_frame
     batch = {k: v[None] for k, v in windows[2].items()}
     a = old.predict_action(batch, generator=torch.Generator().manual_seed(3))
     assert torch.equal(a, loaded.predict_action(batch, generator=torch.Generator().manual_seed(3)))
