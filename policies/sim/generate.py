@@ -52,7 +52,8 @@ class GenerateConfig:
     pose, like a demonstration) → drawer 4/10 after 3000 steps; pick & place 0/10 with both."""
     play_mix: list[str] = field(default_factory=lambda: list(DEFAULT_PLAY_MIX))
     """Which primitives play draws, uniformly from this list (``reach`` moves no object; a kind listed twice
-    is drawn twice as often)."""
+    is drawn twice as often). Measured with the small policy, 600 one-primitive episodes without reaches:
+    drawer 7/10, pick & place 0/10 (6/10 and 0/10 with them)."""
     image_size: tuple[int, int] = (256, 256)
     record: RecordConfig = field(default_factory=RecordConfig)
 
