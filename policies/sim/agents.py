@@ -72,10 +72,18 @@ DEFAULT_PLAY_MIX = ("grasp_move", "grasp_move", "push", "reach")
 """Primitive kinds drawn uniformly from this list: a kind listed twice is drawn twice as often."""
 
 
+def check_play_mix(mix: Sequence[str]) -> None:
+    """Refuse an empty mix or an unknown kind (it would otherwise be played as a grasp)."""
+    unknown = sorted(set(mix) - set(PLAY_KINDS))
+    if unknown or not mix:
+        raise ValueError(f"play_mix {list(mix)}: each kind must be one of {list(PLAY_KINDS)}")
+
+
 def play_actions(
     env: SimEnv, rng: np.random.Generator, primitives: int = 3, mix: Sequence[str] = DEFAULT_PLAY_MIX
 ) -> Iterator[Action]:
     """Goal-free play: ``primitives`` random primitives, each planned from the state it starts in."""
+    check_play_mix(mix)
     for _ in range(primitives):
         yield from follow(env, random_primitive(env, rng, mix))
 

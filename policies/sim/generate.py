@@ -20,7 +20,7 @@ from typing import Literal
 import numpy as np
 from tqdm import tqdm
 
-from policies.sim.agents import DEFAULT_PLAY_MIX, PLAY_KINDS, follow, play_actions
+from policies.sim.agents import DEFAULT_PLAY_MIX, check_play_mix, follow, play_actions
 from policies.sim.env import SimEnv
 from policies.sim.record import RecordConfig, record
 from policies.sim.scene import SceneConfig
@@ -56,6 +56,9 @@ class GenerateConfig:
     drawer 7/10, pick & place 0/10 (6/10 and 0/10 with them)."""
     image_size: tuple[int, int] = (256, 256)
     record: RecordConfig = field(default_factory=RecordConfig)
+
+    def __post_init__(self) -> None:
+        check_play_mix(self.play_mix)  # a bad mix fails when the config is read, before anything is written
 
 
 @dataclass
@@ -125,9 +128,6 @@ def generate(mode: Mode, out_dir: str | Path, cfg: GenerateConfig, progress: boo
     """Run every (task, seed) job, write ``summary.json`` and return it."""
     for task in cfg.tasks:
         TASKS.entry(task)  # unknown task names fail before any work
-    unknown = sorted(set(cfg.play_mix) - set(PLAY_KINDS))
-    if mode == "play" and (unknown or not cfg.play_mix):
-        raise ValueError(f"play_mix {cfg.play_mix}: each kind must be one of {list(PLAY_KINDS)}")
     out_dir = Path(out_dir)
     FlowDatasetWriter(
         out_dir / "dataset.zarr", kind=KIND[mode], mode=mode
