@@ -9,6 +9,10 @@
   detached inputs (only ψ learns from it), as in the reference.
 - Action head: a FiLM 1-D U-Net denoising chunks of T actions (xyz + 6-D rotation + gripper), with a
   ``diffusers`` DDIM scheduler (ε-prediction, squared-cosine betas, 50 training / 16 sampling steps).
+- Optional point attention (``point_attention``): one token per point from its current position, initial
+  3-D position and its whole plan trajectory relative to where it is now; the U-Net cross-attends to them.
+  The pooled condition let the small policy ignore the flow (the noise, not the flow, picked grasp or push);
+  per-point tokens keep where each point must go in reach of every denoising step.
 - The normaliser is part of the module, so it is saved and loaded with the weights.
 """
 
@@ -52,6 +56,10 @@ class FlowPolicyConfig:
     object then means reaching a nearly constant offset, instead of regressing the object's position from
     point tokens through a pooled condition — the absolute-position small policy reached the mug but
     missed the grasp by centimetres."""
+    point_attention: bool = False
+    """Let the action U-Net cross-attend to per-point plan tokens (see the module docstring)."""
+    point_attention_depth: int = 1
+    """Self-attention layers over the per-point plan tokens before the U-Net reads them."""
 
     @classmethod
     def preset(cls, name: str) -> FlowPolicyConfig:
@@ -121,6 +129,35 @@ class PointNetPool(nn.Module):
         return self.out(torch.cat([h.max(dim=1).values, h.mean(dim=1)], dim=-1))
 
 
+class PointPlanTokens(nn.Module):
+    """Per-point tokens: the point's current token plus an MLP of its plan trajectory relative to where the
+    point is now (F × (dx, dy, visibility)), then a few self-attention layers across points.
+
+    The plan and the current positions exist alike in training and at deployment, so unlike the remaining
+    flow this path needs no time alignment: where the point sits along its plan is read from the offsets.
+    """
+
+    offset_scale = 8.0
+    """Image offsets are fractions of the image; ×8 brings a typical motion to order one."""
+
+    def __init__(self, dim: int, plan_frames: int, heads: int, depth: int) -> None:
+        super().__init__()
+        self.track = nn.Sequential(
+            nn.Linear(3 * plan_frames, dim), nn.GELU(), nn.Linear(dim, dim), nn.LayerNorm(dim)
+        )
+        layer = nn.TransformerEncoderLayer(
+            dim, heads, 4 * dim, dropout=0.0, batch_first=True, norm_first=True
+        )
+        self.mix = nn.TransformerEncoder(layer, depth, enable_nested_tensor=False) if depth else nn.Identity()
+
+    def forward(self, tokens: torch.Tensor, current: torch.Tensor, plan: torch.Tensor) -> torch.Tensor:
+        """tokens (B, N, dim) of the current points; current (B, N, 3); plan (B, F, N, 3) → (B, N, dim)."""
+        offsets = self.offset_scale * (plan[..., :2] - current[:, None, :, :2]).permute(0, 2, 1, 3)
+        visible = plan[..., 2:].permute(0, 2, 1, 3)
+        track = torch.cat([offsets, visible], dim=-1).flatten(2)
+        return self.mix(tokens + self.track(track))
+
+
 class FlowPolicy(nn.Module):
     def __init__(self, config: FlowPolicyConfig | None = None) -> None:
         super().__init__()
@@ -138,7 +175,14 @@ class FlowPolicy(nn.Module):
         self.align = TokenTransformer(c.dim, c.align_depth, c.heads, positional=True)
         self.remaining_encoder = TokenTransformer(c.dim, c.remaining_depth, c.heads, positional=True)
         self.plan_dropout = nn.Dropout(c.plan_dropout)
-        self.head = ConditionalUnet1D(c.action_dim, 3 * c.dim, tuple(c.unet_dims))
+        self.point_tokens = (
+            PointPlanTokens(c.dim, c.plan_frames, c.heads, c.point_attention_depth)
+            if c.point_attention
+            else None
+        )
+        self.head = ConditionalUnet1D(
+            c.action_dim, 3 * c.dim, tuple(c.unet_dims), context_dim=c.dim if c.point_attention else None
+        )
         dims = {"action": c.action_dim, "proprio": c.proprio_dim, "points_3d": 3}
         self.normalizer = Normalizer(dims | ({"object_position": 3} if c.object_frame else {}))
         self.scheduler = DDIMScheduler(
@@ -188,14 +232,26 @@ class FlowPolicy(nn.Module):
         """Condition pieces from a (normalised-on-the-fly) batch."""
         points = self.normalizer.normalize("points_3d", batch["points_3d"])
         descriptor = self.point_proj(points)  # (B, N, dim/2)
-        state = self.state_encoder(self._point_tokens(batch["current"], descriptor))
+        current_tokens = self._point_tokens(batch["current"], descriptor)
+        state = self.state_encoder(current_tokens)
         anchor = self.object_anchor(batch["points_3d"])
         proprio = self.normalize_vectors("proprio", batch["proprio"], anchor).flatten(1)
         proprio = self.proprio_proj(proprio)
         plan = self._encode_frames(batch["plan"], descriptor)
         sequence = torch.cat([state[:, None], proprio[:, None], plan], dim=1)
         predicted = self.align(sequence.detach())
-        return {"state": state, "proprio": proprio, "descriptor": descriptor, "predicted_plan": predicted}
+        context = (
+            self.point_tokens(current_tokens, batch["current"], batch["plan"])
+            if self.point_tokens is not None
+            else None
+        )
+        return {
+            "state": state,
+            "proprio": proprio,
+            "descriptor": descriptor,
+            "predicted_plan": predicted,
+            "context": context,
+        }
 
     # ----- training ------------------------------------------------------------------------------
     def compute_loss(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -206,7 +262,7 @@ class FlowPolicy(nn.Module):
         noise = torch.randn_like(actions)
         steps = torch.randint(0, self.config.train_steps, (len(actions),), device=actions.device)
         noisy = self.scheduler.add_noise(actions, noise, steps)
-        denoise = F.mse_loss(self.head(noisy, steps, cond), noise)
+        denoise = F.mse_loss(self.head(noisy, steps, cond, parts["context"]), noise)
         align = F.mse_loss(parts["predicted_plan"], remaining.detach())
         return {"loss": denoise + self.config.align_weight * align, "denoise": denoise, "align": align}
 
@@ -224,6 +280,6 @@ class FlowPolicy(nn.Module):
         )
         self.scheduler.set_timesteps(c.inference_steps)
         for step in self.scheduler.timesteps:
-            noise = self.head(actions, step.expand(len(cond)).to(cond.device), cond)
+            noise = self.head(actions, step.expand(len(cond)).to(cond.device), cond, parts["context"])
             actions = self.scheduler.step(noise, step, actions, generator=generator).prev_sample
         return self.unnormalize_actions(actions, self.object_anchor(batch["points_3d"]))

@@ -1,7 +1,9 @@
 """A 1-D conditional U-Net over action chunks (the Diffusion Policy action head), FiLM-conditioned.
 
 Each residual block applies two Conv1d–GroupNorm–Mish layers; the condition (diffusion-step embedding ⊕
-the policy's global condition) produces a per-channel scale and bias between them (FiLM).
+the policy's global condition) produces a per-channel scale and bias between them (FiLM). With a
+``context_dim``, every resolution also cross-attends from the chunk's time steps to a set of context tokens
+(the policy's per-point plan tokens), a path the pooled FiLM condition cannot squeeze.
 """
 
 from __future__ import annotations
@@ -46,8 +48,27 @@ class FiLMBlock(nn.Module):
         return self.second(h * (1 + scale) + bias) + self.skip(x)
 
 
+class CrossAttention(nn.Module):
+    """Residual cross-attention from a (B, C, T) feature map to (B, N, context_dim) tokens."""
+
+    def __init__(self, channels: int, context_dim: int, heads: int = 4) -> None:
+        super().__init__()
+        self.norm = nn.LayerNorm(channels)
+        self.context_norm = nn.LayerNorm(context_dim)
+        self.attn = nn.MultiheadAttention(
+            channels, heads, kdim=context_dim, vdim=context_dim, batch_first=True
+        )
+
+    def forward(self, x: torch.Tensor, context: torch.Tensor) -> torch.Tensor:
+        query = self.norm(x.transpose(1, 2))
+        keys = self.context_norm(context)
+        attended, _ = self.attn(query, keys, keys, need_weights=False)
+        return x + attended.transpose(1, 2)
+
+
 class ConditionalUnet1D(nn.Module):
-    """(B, T, A) noisy actions, (B,) diffusion steps, (B, C) condition → (B, T, A) predicted noise."""
+    """(B, T, A) noisy actions, (B,) diffusion steps, (B, C) condition [, (B, N, context_dim) tokens]
+    → (B, T, A) predicted noise."""
 
     def __init__(
         self,
@@ -57,6 +78,7 @@ class ConditionalUnet1D(nn.Module):
         kernel: int = 5,
         groups: int = 8,
         step_dim: int = 64,
+        context_dim: int | None = None,
     ) -> None:
         super().__init__()
         self.step = nn.Sequential(
@@ -94,21 +116,41 @@ class ConditionalUnet1D(nn.Module):
                     ]
                 )
             )
+        self.context_dim = context_dim
+        if context_dim is not None:
+            self.down_attn = nn.ModuleList(CrossAttention(d, context_dim) for d in down_dims)
+            self.mid_attn = CrossAttention(mid, context_dim)
+            self.up_attn = nn.ModuleList(CrossAttention(d, context_dim) for d in reversed(down_dims[:-1]))
         self.final = nn.Sequential(
             _conv_block(down_dims[0], down_dims[0], kernel, groups), nn.Conv1d(down_dims[0], action_dim, 1)
         )
 
-    def forward(self, actions: torch.Tensor, step: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
+    def forward(
+        self,
+        actions: torch.Tensor,
+        step: torch.Tensor,
+        cond: torch.Tensor,
+        context: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        if (context is None) != (self.context_dim is None):
+            raise ValueError("pass context tokens exactly when the U-Net was built with a context_dim")
         c = torch.cat([self.step(step), cond], dim=-1)
         x = actions.transpose(1, 2)
         skips = []
-        for first, second, down in self.down:
+        for level, (first, second, down) in enumerate(self.down):
             x = second(first(x, c), c)
+            if context is not None:
+                x = self.down_attn[level](x, context)
             skips.append(x)
             x = down(x)
         for block in self.mid:
             x = block(x, c)
-        for first, second, up in self.up:
+        if context is not None:
+            x = self.mid_attn(x, context)
+        for level, (first, second, up) in enumerate(self.up):
             x = torch.cat([x, skips.pop()], dim=1)
-            x = up(second(first(x, c), c))
+            x = second(first(x, c), c)
+            if context is not None:
+                x = self.up_attn[level](x, context)
+            x = up(x)
         return self.final(x).transpose(1, 2)

@@ -17,9 +17,10 @@ def windows(play_root):
     return PlayWindows(play_root, WindowConfig(num_points=16, plan_frames=8))
 
 
-def test_tiny_policy_loss_goes_down_on_play(windows):
+@pytest.mark.parametrize("point_attention", [False, True])
+def test_tiny_policy_loss_goes_down_on_play(windows, point_attention):
     torch.manual_seed(0)
-    policy = FlowPolicy(tiny_policy_config())
+    policy = FlowPolicy(replace(tiny_policy_config(), point_attention=point_attention))
     policy.normalizer.fit(windows.statistics())
     loader = DataLoader(windows, batch_size=32, shuffle=True, generator=torch.Generator().manual_seed(0))
     batch = next(iter(loader))
@@ -224,3 +225,24 @@ def test_policies_saved_before_the_object_frame_still_load(windows, tmp_path):
     batch = {k: v[None] for k, v in windows[2].items()}
     a = old.predict_action(batch, generator=torch.Generator().manual_seed(3))
     assert torch.equal(a, loaded.predict_action(batch, generator=torch.Generator().manual_seed(3)))
+
+
+def test_point_attention_lets_the_head_read_each_points_plan(windows):
+    """With the pooled condition held fixed, changing the plan still changes the denoiser's output."""
+    torch.manual_seed(0)
+    policy = FlowPolicy(replace(tiny_policy_config(), point_attention=True)).eval()
+    policy.normalizer.fit(windows.statistics())
+    batch = {k: torch.stack([windows[i][k] for i in (0, 4, 8)]) for k in windows[0]}
+    parts = policy.encode(batch)
+    assert parts["context"].shape == (3, batch["plan"].shape[2], policy.config.dim)
+    cond = torch.cat([parts["state"], parts["predicted_plan"], parts["proprio"]], dim=-1)
+    noisy, steps = torch.randn(3, 16, 10), torch.tensor([0, 20, 40])
+    reversed_plan = policy.encode(dict(batch, plan=batch["plan"].flip(1)))["context"]
+    with torch.no_grad():
+        same = policy.head(noisy, steps, cond, parts["context"])
+        assert torch.equal(same, policy.head(noisy, steps, cond, parts["context"]))
+        assert (same - policy.head(noisy, steps, cond, reversed_plan)).abs().max() > 1e-4
+    plain = FlowPolicy(tiny_policy_config())
+    assert plain.point_tokens is None
+    with pytest.raises(ValueError, match="context"):
+        plain.head(noisy, steps, cond, parts["context"])
