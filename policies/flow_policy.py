@@ -96,15 +96,18 @@ def sincos_1d(length: int, dim: int, device) -> torch.Tensor:
     return out
 
 
+def transformer_encoder(dim: int, depth: int, heads: int) -> nn.TransformerEncoder:
+    """Pre-norm transformer encoder layers without dropout, the block every token mixer here uses."""
+    layer = nn.TransformerEncoderLayer(dim, heads, 4 * dim, dropout=0.0, batch_first=True, norm_first=True)
+    return nn.TransformerEncoder(layer, depth, enable_nested_tensor=False)
+
+
 class TokenTransformer(nn.Module):
     """Pre-norm transformer encoder with a CLS token; optional fixed sequence position encoding."""
 
     def __init__(self, dim: int, depth: int, heads: int, positional: bool) -> None:
         super().__init__()
-        layer = nn.TransformerEncoderLayer(
-            dim, heads, 4 * dim, dropout=0.0, batch_first=True, norm_first=True
-        )
-        self.encoder = nn.TransformerEncoder(layer, depth, enable_nested_tensor=False)
+        self.encoder = transformer_encoder(dim, depth, heads)
         self.cls = nn.Parameter(torch.zeros(1, 1, dim))
         self.norm = nn.LayerNorm(dim)
         self.positional = positional
@@ -145,10 +148,7 @@ class PointPlanTokens(nn.Module):
         self.track = nn.Sequential(
             nn.Linear(3 * plan_frames, dim), nn.GELU(), nn.Linear(dim, dim), nn.LayerNorm(dim)
         )
-        layer = nn.TransformerEncoderLayer(
-            dim, heads, 4 * dim, dropout=0.0, batch_first=True, norm_first=True
-        )
-        self.mix = nn.TransformerEncoder(layer, depth, enable_nested_tensor=False) if depth else nn.Identity()
+        self.mix = transformer_encoder(dim, depth, heads) if depth else nn.Identity()
 
     def forward(self, tokens: torch.Tensor, current: torch.Tensor, plan: torch.Tensor) -> torch.Tensor:
         """tokens (B, N, dim) of the current points; current (B, N, 3); plan (B, F, N, 3) → (B, N, dim)."""
