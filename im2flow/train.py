@@ -17,6 +17,7 @@ import torch
 from accelerate import Accelerator
 from tqdm import tqdm
 
+from im2flow.augment import AugmentConfig, augment_batch
 from im2flow.data import ClipConfig, FlowClips, build_clips
 from im2flow.flow_image import decode
 from im2flow.generator import FlowGenerator, GeneratorConfig
@@ -37,6 +38,8 @@ class FlowTrainConfig(OptimizationConfig):
     """Tracks the box grid of episodes whose stored tracks are not that grid (e.g. sim demos)."""
     tracker_args: dict[str, Any] = field(default_factory=dict)
     """The tracker's config, e.g. {checkpoint: models/cotracker3} for cotracker3."""
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
+    """Random crop-and-zoom and left-right flip of training clips (off by default)."""
     held_out_per_task: int = 10
     batch_size: int = 32
     checkpoint_every: int = 250
@@ -93,13 +96,16 @@ class FlowTrainer:
     def batch(self, step: int) -> tuple[torch.Tensor, torch.Tensor, list[str], torch.Tensor]:
         c, acc = self.config, self.accelerator
         idx = batch_indices(len(self.train), c.batch_size, c.seed, step, acc.process_index, acc.num_processes)
-        device = self.accelerator.device
-        return (
-            self.train_images[idx].to(device),
-            torch.from_numpy(self.train.queries[idx]).to(device),
-            [self.train.tasks[i] for i in idx],
-            torch.from_numpy(self.train.flows[idx]).to(device),
+        images, queries, flows = augment_batch(
+            self.train_images[idx],
+            torch.from_numpy(self.train.queries[idx]),
+            torch.from_numpy(self.train.flows[idx]),
+            c.augment,
+            c.generator.flow,
+            torch.Generator().manual_seed(c.seed * 1_000_003 + step + 500_009),  # its own stream
         )
+        device = self.accelerator.device
+        return images.to(device), queries.to(device), [self.train.tasks[i] for i in idx], flows.to(device)
 
     def train_step(self) -> dict[str, float]:
         c = self.config
