@@ -46,6 +46,8 @@ class FlowEvalConfig:
     """K for min-of-K ADE."""
     batch_size: int = 16
     seed: int = 0
+    guidance_scale: float | None = None
+    """Classifier-free guidance for sampling; None keeps the generator's own (set at training)."""
     gifs: bool = True
 
 
@@ -151,6 +153,8 @@ def evaluate(config: FlowEvalConfig, out_dir: str | Path, progress: bool = True)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     generator = load_generator(run / EXPORT)
+    if config.guidance_scale is not None:
+        generator.config.guidance_scale = config.guidance_scale
     train, held = FlowClips.load(run / "clips.npz").split(config.held_out_per_task)
     pairs = instruction_pairs(held)
     true = [to_points(f, q, generator) for f, q in zip(held.flows, held.queries, strict=True)]
@@ -171,6 +175,7 @@ def evaluate(config: FlowEvalConfig, out_dir: str | Path, progress: bool = True)
         "held_out_clips": len(held),
         "instruction_pairs": len(pairs),
         "num_samples": config.num_samples,
+        "guidance_scale": generator.config.guidance_scale,
         "methods": {k: {kk: vv for kk, vv in v.items() if kk != "samples"} for k, v in results.items()},
     }
     (out / "metrics.json").write_text(json.dumps(summary, indent=2))
@@ -188,7 +193,8 @@ def _write_gifs(folder: Path, held: FlowClips, true: list[np.ndarray], results: 
 
 def markdown_table(summary: dict) -> str:
     lines = [
-        f"Held-out clips: {summary['held_out_clips']}; K = {summary['num_samples']} samples; "
+        f"Held-out clips: {summary['held_out_clips']}; K = {summary['num_samples']} samples "
+        f"(guidance {summary.get('guidance_scale', '–')}); "
         f"pixels of a 256-pixel frame; instruction pairs: {summary['instruction_pairs']}",
         "",
         "| method | ADE | FDE | min-of-K ADE | visibility acc. | instruction following | s / flow |",
