@@ -178,6 +178,10 @@ def test_evaluation_table_with_baselines_and_instruction_pairs(demos_root, tmp_p
     assert (tmp_path / "eval" / "metrics.md").read_text().count("| im2flow |") == 2
     assert len(list((tmp_path / "eval" / "gifs").glob("*.gif"))) == 4
     config = FlowEvalConfig(str(tmp_path / "run"), held_out_per_task=1, num_samples=2, guidance_scale=1.0)
+    config.train_clips, config.gifs = 3, False
     unguided = evaluate(config, tmp_path / "eval1", progress=False)
     assert summary["guidance_scale"] == 2.0 and unguided["guidance_scale"] == 1.0
+    assert "train_fit" not in summary and unguided["train_fit"]["clips"] == 3
+    assert np.isfinite(unguided["train_fit"]["overall"]["ade"])
+    assert "training clips: ADE" in (tmp_path / "eval1" / "metrics.md").read_text()
     assert unguided["methods"]["im2flow"]["overall"]["ade"] != methods["im2flow"]["overall"]["ade"]
