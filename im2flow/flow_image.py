@@ -61,13 +61,18 @@ def encode(
     return np.ascontiguousarray(flow, dtype=np.float32)  # the layout must not depend on the source
 
 
-def decode(flow: np.ndarray, queries: np.ndarray, config: FlowImageConfig) -> tuple[np.ndarray, np.ndarray]:
-    """Flow video (..., T, 3, G, G) → tracks (..., T, G², 2) clipped to [0, 1] and visibility (..., T, G²)."""
+def decode(
+    flow: np.ndarray, queries: np.ndarray, config: FlowImageConfig, clip: bool = True
+) -> tuple[np.ndarray, np.ndarray]:
+    """Flow video (..., T, 3, G, G) → tracks (..., T, G², 2) and visibility (..., T, G²).
+
+    Tracks are clipped to the frame [0, 1] unless ``clip`` is off (a point may leave a zoomed picture)."""
     lead = flow.shape[:-3]
     g = flow.shape[-1]
     channels = np.moveaxis(np.asarray(flow, np.float32), -3, -1).reshape(*lead, g * g, 3)
     origin = queries[:, 1:3].astype(np.float32)
-    tracks = np.clip(_decode_positions(channels[..., :2], origin, config), 0.0, 1.0)
+    tracks = _decode_positions(channels[..., :2], origin, config)
+    tracks = np.clip(tracks, 0.0, 1.0) if clip else tracks
     return tracks.astype(np.float32), channels[..., 2] > 0.0
 
 

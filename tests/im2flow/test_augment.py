@@ -11,7 +11,7 @@ from tiny_configs import G, T
 
 from im2flow.augment import AugmentConfig, augment_batch, random_maps
 from im2flow.data import ClipConfig, build_clips
-from im2flow.flow_image import FlowImageConfig
+from im2flow.flow_image import FlowImageConfig, decode
 from im2flow.train import FlowTrainer
 
 
@@ -28,21 +28,15 @@ def _augment(clips, config: AugmentConfig, encoding: str = "displacement", seed:
 
 
 def _positions(flows: np.ndarray, queries: np.ndarray, flow: FlowImageConfig) -> np.ndarray:
-    """Unclipped (B, T, G², 2) track positions (decode clips to the frame; a zoom may leave it)."""
-    out = []
-    for f, q in zip(flows, queries, strict=True):
-        channels = np.moveaxis(f, -3, -1).reshape(flow.num_frames, -1, 3)[..., :2]
-        if flow.encoding == "absolute":
-            out.append((channels + 1.0) / 2.0)
-        else:
-            out.append(q[None, :, 1:3] + channels / flow.displacement_scale)
-    return np.stack(out)
+    """Unclipped (B, T, G², 2) track positions: a zoom may move a future point out of the frame."""
+    return np.stack([decode(f, q, flow, clip=False)[0] for f, q in zip(flows, queries, strict=True)])
 
 
 @pytest.mark.parametrize("encoding", ["absolute", "displacement"])
-def test_tracks_follow_the_picture_and_the_grid_keeps_its_layout(demos_root, encoding):
-    clip_config = ClipConfig(FlowImageConfig(grid_size=G, num_frames=T, encoding=encoding))
-    clips = build_clips([demos_root], clip_config, progress=False)[0]
+def test_tracks_follow_the_picture_and_the_grid_keeps_its_layout(clips, demos_root, encoding):
+    if encoding == "absolute":  # the fixture's clips are displacement-encoded
+        clip_config = ClipConfig(FlowImageConfig(grid_size=G, num_frames=T, encoding=encoding))
+        clips = build_clips([demos_root], clip_config, progress=False)[0]
     config = AugmentConfig(flip_prob=0.5, min_crop=0.6)
     images, queries, flows, flow = _augment(clips, config, encoding, seed=0)
     maps = random_maps(torch.from_numpy(clips.queries), config, torch.Generator().manual_seed(0))
