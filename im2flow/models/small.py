@@ -36,6 +36,9 @@ class SmallConfig:
     attention_head_dim: int = 16
     text_in_time_embedding: bool = True
     """Also add the projected instruction to the U-Net's timestep embedding (global conditioning)."""
+    token_coordinates: bool = False
+    """Add each image token's own (x, y) centre (raw and sin-cos) to it through a linear map, so attending to
+    a place in the picture (the plate, the bowl) returns its position as numbers the flow can move toward."""
 
 
 class ImageEncoder(nn.Module):
@@ -60,6 +63,10 @@ class ImageEncoder(nn.Module):
         self.token_head = nn.Linear(widths[-1], config.cross_dim)
         side = config.image_size // 2 ** len(self.levels)
         self.token_position = nn.Parameter(torch.randn(side * side, config.cross_dim) * 0.02)
+        self.coordinate_head = None
+        if config.token_coordinates:
+            self.register_buffer("token_xy", token_centres(side), persistent=False)
+            self.coordinate_head = nn.Linear(2 + 4 * COORDINATE_FREQUENCIES, config.cross_dim)
         self.register_buffer("mean", torch.tensor(IMAGE_MEAN).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(IMAGE_STD).view(1, 3, 1, 1), persistent=False)
         self.size = config.image_size
@@ -84,7 +91,25 @@ class ImageEncoder(nn.Module):
         grid = (xy * 2.0 - 1.0)[:, :, None, :]  # (B, N, 1, 2) for grid_sample, x first
         points = F.grid_sample(point_map, grid, mode="bilinear", align_corners=False)[..., 0]
         tokens = self.token_head(x.flatten(2).transpose(1, 2)) + self.token_position
+        if self.coordinate_head is not None:
+            tokens = tokens + self.coordinate_head(coordinate_features(self.token_xy))
         return points, tokens
+
+
+COORDINATE_FREQUENCIES = 4
+
+
+def token_centres(side: int) -> torch.Tensor:
+    """(side², 2) centres (x, y) in [0, 1] of a side × side token grid, row-major like ``flatten``."""
+    centres = (torch.arange(side, dtype=torch.float32) + 0.5) / side
+    y, x = torch.meshgrid(centres, centres, indexing="ij")
+    return torch.stack([x.flatten(), y.flatten()], dim=-1)
+
+
+def coordinate_features(xy: torch.Tensor) -> torch.Tensor:
+    """(..., 2) in [0, 1] → (..., 2 + 4F): the coordinates and their sin/cos at F octaves."""
+    scaled = xy[..., None] * (torch.pi * 2.0 ** torch.arange(COORDINATE_FREQUENCIES, device=xy.device))
+    return torch.cat([xy, scaled.sin().flatten(-2), scaled.cos().flatten(-2)], dim=-1)
 
 
 class SmallDenoiser(nn.Module):

@@ -69,7 +69,7 @@ def test_picture_content_moves_with_the_query_points(clips):
         cv2.circle(image, (int(x), int(y)), 3, (255, 0, 255), -1, lineType=cv2.LINE_AA)
     images, queries, _, _ = _augment(marked, AugmentConfig(flip_prob=0.5, min_crop=0.7), seed=3)
     for image, q in zip(images.numpy(), queries.numpy(), strict=True):
-        magenta = (image[..., 0].astype(int) + image[..., 2] - 2 * image[..., 1].astype(int))
+        magenta = image[..., 0].astype(int) + image[..., 2] - 2 * image[..., 1].astype(int)
         ys, xs = np.nonzero(magenta > 0.8 * magenta.max())
         found = np.array([xs.mean() + 0.5, ys.mean() + 0.5]) / image.shape[1]
         index = np.argmin(np.abs(q[:, 1:3] - found).sum(1))
@@ -105,8 +105,11 @@ def test_augmented_training_resumes_exactly(demos_root, tmp_path):
     half.save()
     resumed = FlowTrainer(tiny_train_config(demos_root, augment=augment), tmp_path / "b", progress=False)
     resumed.fit()
-    for a, b in zip(full.generator.denoiser.state_dict().values(),
-                    resumed.generator.denoiser.state_dict().values(), strict=True):
+    for a, b in zip(
+        full.generator.denoiser.state_dict().values(),
+        resumed.generator.denoiser.state_dict().values(),
+        strict=True,
+    ):
         torch.testing.assert_close(a, b)
     plain = FlowTrainer(tiny_train_config(demos_root), tmp_path / "c", progress=False)
     assert not torch.equal(plain.batch(0)[0], full.batch(0)[0])  # the batch was really augmented

@@ -185,3 +185,41 @@ def test_evaluation_table_with_baselines_and_instruction_pairs(demos_root, tmp_p
     assert np.isfinite(unguided["train_fit"]["overall"]["ade"])
     assert "training clips: ADE" in (tmp_path / "eval1" / "metrics.md").read_text()
     assert unguided["methods"]["im2flow"]["overall"]["ade"] != methods["im2flow"]["overall"]["ade"]
+
+
+def test_token_coordinates_name_the_place_each_token_sees_and_survive_save_load(tmp_path):
+    config = tiny_generator_config()
+    config.small.token_coordinates = True
+    torch.manual_seed(0)
+    generator = FlowGenerator(config).eval()
+    encoder = generator.denoiser.image_encoder
+    # wire the coordinate path alone to the first two token channels: they must then hold (x, y)
+    with torch.no_grad():
+        head = encoder.coordinate_head
+        for p in [*encoder.token_head.parameters(), encoder.token_position, *head.parameters()]:
+            p.zero_()
+        encoder.coordinate_head.weight[0, 0] = encoder.coordinate_head.weight[1, 1] = 1.0
+    size = config.small.image_size
+    image = torch.zeros(1, size, size, 3, dtype=torch.uint8)
+    _, tokens = encoder(image, torch.full((1, 1, 2), 0.5))
+    # the region each token covers: pixel-centre coordinates pooled to the token grid, flattened like features
+    centres = (torch.arange(size, dtype=torch.float32) + 0.5) / size
+    pixel_xy = torch.stack(torch.meshgrid(centres, centres, indexing="xy"))[None]  # (1, 2, H, W): x, y
+    side = int(len(tokens[0]) ** 0.5)
+    covered = torch.nn.functional.adaptive_avg_pool2d(pixel_xy, side).flatten(2)[0].T
+    torch.testing.assert_close(tokens[0, :, :2], covered)
+    # the option is saved with the generator and changes the samples
+    torch.manual_seed(0)
+    generator = FlowGenerator(config).eval()
+    queries = grid_in_box((0.2, 0.2, 0.5, 0.6), G)
+    picture = np.random.default_rng(0).integers(0, 255, (96, 96, 3), dtype=np.uint8)
+    loaded = load_generator(generator.save(tmp_path / "g.pt"))
+    assert loaded.config.small.token_coordinates and loaded.denoiser.image_encoder.coordinate_head is not None
+
+    def sample(g: FlowGenerator) -> np.ndarray:
+        return g.sample(picture, "open the drawer", queries, num_samples=2, seed=1)
+
+    a = sample(generator)
+    np.testing.assert_array_equal(a, sample(loaded))
+    torch.nn.init.normal_(generator.denoiser.image_encoder.coordinate_head.weight, std=1.0)
+    assert not np.array_equal(a, sample(generator))
