@@ -182,6 +182,8 @@ def load_generator(path: str | Path, device: str = "cpu") -> FlowGenerator:
     config = payload["config"]
     if config.preset == "small" and "unet.class_embedding.linear_1.weight" not in payload["state_dict"]:
         config.small.text_in_time_embedding = False  # saved before the option existed
+    if config.preset == "small" and "image_encoder.coordinate_head.weight" not in payload["state_dict"]:
+        config.small.token_coordinates = False  # saved before the option was on by default
     generator = FlowGenerator(config)
     generator.denoiser.load_state_dict(payload["state_dict"])
     return generator.to(device).eval()

@@ -145,6 +145,14 @@ def test_instruction_changes_the_flow_and_older_files_load(tmp_path):
     torch.save(payload, tmp_path / "old.pt")
     loaded = load_generator(tmp_path / "old.pt")
     assert loaded.denoiser.unet.class_embedding is None
+    # the same for `token_coordinates` (off before it became the default): no coordinate head in the weights
+    config = tiny_generator_config()
+    config.small.token_coordinates = False
+    old = FlowGenerator(config)
+    payload = {"config": old.config, "state_dict": old.denoiser.state_dict()}
+    payload["config"].small.token_coordinates = True
+    torch.save(payload, tmp_path / "older.pt")
+    assert load_generator(tmp_path / "older.pt").denoiser.image_encoder.coordinate_head is None
 
 
 def test_regression_baseline_is_one_deterministic_pass(demos_root, tmp_path):
