@@ -58,7 +58,7 @@ def main() -> None:
     args = parser.parse_args()
     load = os.getloadavg()[0]
     table = {
-        name: {threads: seconds_per_step(args.play, overrides, threads, args.steps) for threads in args.threads}
+        name: {t: seconds_per_step(args.play, overrides, t, args.steps) for t in args.threads}
         for name, overrides in VARIANTS.items()
     }
     print(
