@@ -32,8 +32,9 @@ class WindowConfig:
     obs_horizon: int = 1
     pred_horizon: int = 16
     action_horizon: int = 8
-    num_points: int = 128
-    plan_frames: int = 32
+    num_points: int = 64
+    plan_frames: int = 16
+    """Both cheaper than 128 points × 32 frames by 3× per training step and measured equal (see README)."""
 
 
 @dataclass

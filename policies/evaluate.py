@@ -58,7 +58,7 @@ class EvalConfig:
     plan_tracker_args: dict[str, Any] = field(default_factory=dict)
     action_horizon: int = 8
     max_chunks: int = 20
-    num_points: int = 128
+    num_points: int = 64
     """Plan points given to the policy (drawn with replacement when the plan has fewer)."""
     videos: bool = True
     seed: int = 0

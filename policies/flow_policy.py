@@ -42,7 +42,7 @@ class FlowPolicyConfig:
     proprio_dim: int = 10
     obs_horizon: int = 1
     pred_horizon: int = 16
-    plan_frames: int = 32
+    plan_frames: int = 16
     train_steps: int = 50
     inference_steps: int = 16
     plan_dropout: float = 0.1
@@ -74,6 +74,7 @@ class FlowPolicyConfig:
                 align_depth=8,
                 remaining_depth=4,
                 unet_dims=[256, 512, 1024],
+                plan_frames=32,
                 frame_encoder="transformer",
             )
         raise ValueError(f"unknown policy preset {name!r}; use small or reference")

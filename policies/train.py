@@ -36,6 +36,15 @@ class TrainConfig(OptimizationConfig):
     log_every: int = 25
     seed: int = 0
 
+    def __post_init__(self) -> None:
+        """The windows must be cut the way the policy reads them; a mismatch fails when the config is read."""
+        for key in ("plan_frames", "obs_horizon", "pred_horizon"):
+            window, policy = getattr(self.windows, key), getattr(self.policy, key)
+            if window != policy:
+                raise ValueError(
+                    f"windows.{key}={window} but policy.{key}={policy}: set both to the same value"
+                )
+
 
 def _batch(data: PlayWindows, indices: np.ndarray, step: int) -> dict[str, torch.Tensor]:
     data.set_epoch(step)

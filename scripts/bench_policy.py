@@ -31,10 +31,11 @@ def action_latency_ms(policy_path: Path, play: str | None = None, repeats: int =
         sample = PlayWindows(play)[0]
         batch = {k: v[None] for k, v in sample.items()}
     else:
+        n = EvalConfig().num_points
         batch = {
-            "plan": torch.rand(1, c.plan_frames, 128, 3),
-            "current": torch.rand(1, 128, 3),
-            "points_3d": torch.rand(1, 128, 3),
+            "plan": torch.rand(1, c.plan_frames, n, 3),
+            "current": torch.rand(1, n, 3),
+            "points_3d": torch.rand(1, n, 3),
             "proprio": torch.rand(1, c.obs_horizon, c.proprio_dim),
         }
     policy.predict_action(batch)  # warm-up

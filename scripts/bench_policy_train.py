@@ -4,9 +4,9 @@ side by side, on real play data.
     .venv/bin/python scripts/bench_policy_train.py --play outputs/sim_play/dataset.zarr \
         [--steps 20] [--threads 1 2] [--out outputs/bench/policy_train.jsonl]
 
-The variants are the small preset as shipped (``configs/policy/train_small.yaml``: 128 points, 32 plan
-frames) and the same preset with 64 points and 16 plan frames: the frame encoder embeds every plan and
-remaining-flow frame point by point, so its cost grows with points × frames and dominates the step.
+The variants are the small preset as shipped (``configs/policy/train_small.yaml``: 64 points, 16 plan
+frames) and the same preset with 128 points and 32 plan frames (its sizes before): the frame encoder embeds
+every plan and remaining-flow frame point by point, so its cost grows with points × frames and dominates.
 """
 
 from __future__ import annotations
@@ -25,12 +25,12 @@ from preprocessing.config import load_config
 
 REPO = Path(__file__).resolve().parents[1]
 VARIANTS = {
-    "128 points x 32 frames": [],
-    "64 points x 16 frames": [
-        "windows.num_points=64",
-        "windows.plan_frames=16",
-        "policy.plan_frames=16",
+    "128 points x 32 frames": [
+        "windows.num_points=128",
+        "windows.plan_frames=32",
+        "policy.plan_frames=32",
     ],
+    "64 points x 16 frames": [],
 }
 
 

@@ -246,3 +246,19 @@ def test_point_attention_lets_the_head_read_each_points_plan(windows):
     assert plain.point_tokens is None
     with pytest.raises(ValueError, match="context"):
         plain.head(noisy, steps, cond, parts["context"])
+
+
+def test_windows_and_policy_must_agree_on_how_a_sample_is_cut():
+    """A plan resampled to one length and read as another would train silently on garbage: refuse it."""
+    from pathlib import Path
+
+    from policies.train import TrainConfig
+    from preprocessing.config import ConfigError, load_config
+
+    small = Path(__file__).resolve().parents[2] / "configs/policy/train_small.yaml"
+    cfg = load_config(TrainConfig, small)
+    assert cfg.windows.plan_frames == cfg.policy.plan_frames == FlowPolicyConfig().plan_frames
+    with pytest.raises(ConfigError, match="windows.plan_frames=32 but policy.plan_frames=16"):
+        load_config(TrainConfig, small, ["windows.plan_frames=32"])
+    with pytest.raises(ConfigError, match="pred_horizon"):
+        load_config(TrainConfig, small, ["policy.pred_horizon=8"])
