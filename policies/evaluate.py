@@ -71,6 +71,10 @@ class EpisodeResult:
     success: bool
     steps: int
     seconds: float
+    progress: dict[str, float] = field(default_factory=dict)
+    """The task's progress measures at the end (e.g. mug height, distance to the plate)."""
+    peak: dict[str, float] = field(default_factory=dict)
+    """Their largest values during the episode (e.g. how high the mug was lifted)."""
 
 
 def plan_from_demo(
@@ -182,6 +186,7 @@ def rollout(
     proprio = [env.proprio()] * pc.obs_horizon
     frames, seen, seen_vis = [first], [current_xy], [current_vis]
     steps = 0
+    peak = env.progress()
     for _ in range(cfg.max_chunks):
         obs = {
             "plan": torch.from_numpy(plan)[None],
@@ -195,6 +200,7 @@ def rollout(
         for vector in chunk[: cfg.action_horizon]:
             env.step(Action.from_vector(vector))
             steps += 1
+            peak = {k: max(v, peak[k]) for k, v in env.progress().items()}
             frame = env.render()
             current_xy, current_vis = online.step(frame)
             proprio.append(env.proprio())
@@ -213,7 +219,18 @@ def rollout(
             [np.repeat(planned[None], t, axis=0), np.full((t, hh, 4, 3), 255, np.uint8), drawn], axis=2
         )
         write_video(out_dir / "videos" / name, side, fps=env.scene.control_hz)
-    return EpisodeResult(env.task.name, view.name, bool(success), steps, time.perf_counter() - started)
+    return EpisodeResult(
+        env.task.name, view.name, bool(success), steps, time.perf_counter() - started, env.progress(), peak
+    )
+
+
+def _mean_of(measures) -> dict[str, float]:
+    rows = list(measures)
+    return {k: float(np.mean([row[k] for row in rows])) for k in rows[0]} if rows else {}
+
+
+def _describe(measures: dict[str, float]) -> str:
+    return ", ".join(f"{k} {v:.1f}" for k, v in measures.items()) or "—"
 
 
 def evaluate(cfg: EvalConfig, out_dir: str | Path, progress: bool = True) -> dict:
@@ -244,6 +261,11 @@ def evaluate(cfg: EvalConfig, out_dir: str | Path, progress: bool = True) -> dic
                 "successes": sum(r.success for r in rs),
                 "success_rate": sum(r.success for r in rs) / len(rs) if rs else None,
                 "mean_steps": float(np.mean([r.steps for r in rs])) if rs else None,
+                "mean_progress": _mean_of(r.progress for r in rs),
+                "mean_peak": _mean_of(r.peak for r in rs),
+                "per_episode": [
+                    {"demo": r.demo, "success": r.success, "progress": r.progress, "peak": r.peak} for r in rs
+                ],
             }
             for t in cfg.tasks
             if (rs := [r for r in results if r.task == t])
@@ -257,6 +279,11 @@ def evaluate(cfg: EvalConfig, out_dir: str | Path, progress: bool = True) -> dic
     ]
     lines += [
         f"| {t} | {row['episodes']} | {row['success_rate']:.0%} |" for t, row in summary["tasks"].items()
+    ]
+    lines += ["", "How far the episodes got (means; peak = the largest value during an episode):", ""]
+    lines += [
+        f"- {t}: at the end {_describe(row['mean_progress'])}; peak {_describe(row['mean_peak'])}"
+        for t, row in summary["tasks"].items()
     ]
     (out_dir / f"{stem}.md").write_text("\n".join(lines) + "\n")
     return summary

@@ -203,6 +203,9 @@ class SimEnv:
     def success(self) -> bool:
         return bool(self.task.success(self.model, self.data))
 
+    def progress(self) -> dict[str, float]:
+        return self.task.progress(self.model, self.data)
+
     # ----- rendering -------------------------------------------------------------------------
     @property
     def renderer(self) -> SceneRenderer:

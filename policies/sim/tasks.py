@@ -83,6 +83,11 @@ class Task(ABC):
         """Where the sphere agent can take hold: attachment name → world position."""
         return {}
 
+    def progress(self, model: mujoco.MjModel, data: mujoco.MjData) -> dict[str, float]:
+        """How far an attempt has got, in a few named numbers (cm, degrees): a 0/20 success rate says
+        nothing of whether the object was reached, lifted or carried; these do."""
+        return {}
+
     def attachments(self) -> dict[str, str]:
         """Attachment name → the body the sphere welds to when it holds that thing."""
         return {}
@@ -145,6 +150,19 @@ class _TableTask(Task):
     def grasp_points(self, model, data):
         return {"mug": _body_pos(model, data, "mug")}
 
+    goal = ""
+    """The body the mug is taken to (progress measures the distance to it)."""
+
+    def progress(self, model, data):
+        mug = _body_pos(model, data, "mug")
+        up = float(np.clip(data.xmat[model.body("mug").id].reshape(3, 3)[2, 2], -1.0, 1.0))
+        return {
+            "mug_height_cm": 100.0 * (mug[2] - MUG_HEIGHT / 2),
+            "mug_tilt_deg": math.degrees(math.acos(up)),
+            f"mug_to_{self.goal}_cm": 100.0
+            * float(np.linalg.norm(mug[:2] - _body_pos(model, data, self.goal)[:2])),
+        }
+
     def grip_rotation(self, model, data) -> np.ndarray:
         """Top-down, fingers closing across the handle (not onto it), with the least wrist turn."""
         handle = data.xmat[model.body("mug").id].reshape(3, 3)[:, 0]
@@ -169,6 +187,7 @@ class _TableTask(Task):
 class PickPlace(_TableTask):
     name = "pick_place"
     instruction = "put the mug on the plate"
+    goal = "plate"
 
     def success(self, model, data) -> bool:
         m, p = _body_pos(model, data, "mug"), _body_pos(model, data, "plate")
@@ -201,6 +220,7 @@ class PickPlace(_TableTask):
 class Pour(_TableTask):
     name = "pour"
     instruction = "pour the mug into the bowl"
+    goal = "bowl"
 
     def success(self, model, data) -> bool:
         m, b = _body_pos(model, data, "mug"), _body_pos(model, data, "bowl")
@@ -253,6 +273,9 @@ class OpenDrawer(Task):
 
     def success(self, model, data) -> bool:
         return self.opening(model, data) >= 0.10
+
+    def progress(self, model, data):
+        return {"drawer_opening_cm": 100.0 * self.opening(model, data)}
 
     def _handle(self, model, data) -> np.ndarray:
         gid = model.geom("drawer_handle").id
@@ -328,6 +351,10 @@ class FoldCloth(Task):
     def success(self, model, data) -> bool:
         c = self.corners(model, data)
         return any(np.linalg.norm(c[a] - c[b]) < 0.07 for a, b in self.fold_pairs)
+
+    def progress(self, model, data):
+        c = self.corners(model, data)
+        return {"corner_gap_cm": 100.0 * min(float(np.linalg.norm(c[a] - c[b])) for a, b in self.fold_pairs)}
 
     def grasp_points(self, model, data):
         return {f"cloth_{k}": v for k, v in self.corners(model, data).items()}

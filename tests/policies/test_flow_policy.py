@@ -143,9 +143,22 @@ def test_closed_loop_evaluation_runs_one_short_episode_per_task(windows, demos_r
         assert set(summary["tasks"]) == set(tasks)
         for row in summary["tasks"].values():
             assert row["episodes"] == 1 and row["mean_steps"] == 4 and row["success_rate"] in (0.0, 1.0)
+            episode = row["per_episode"][0]
+            assert episode["progress"] and all(
+                episode["peak"][k] >= v for k, v in episode["progress"].items()
+            )
+        assert set(summary["tasks"]["pick_place"]["mean_peak"]) == {
+            "mug_height_cm",
+            "mug_tilt_deg",
+            "mug_to_plate_cm",
+        }
     videos = sorted((tmp_path / "eval" / "videos").glob("*.mp4"))
     assert len(videos) == 12 and probe_video(videos[0]).num_frames == 5
     assert (tmp_path / "eval" / "summary_tracked_lk.md").read_text().startswith("| task |")
+    assert (
+        "- open_drawer: at the end drawer_opening_cm"
+        in (tmp_path / "eval" / "summary_tracked_lk.md").read_text()
+    )
     assert (tmp_path / "eval" / "summary_tracked_cotracker3-online.json").is_file()
 
 

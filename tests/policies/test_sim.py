@@ -31,6 +31,27 @@ def object_state(env: SimEnv) -> np.ndarray:
     return np.concatenate([env.data.xpos[1:].ravel(), env.data.flexvert_xpos.ravel()])
 
 
+# what each task's progress measures must say before and after its scripted expert (start, end, peak)
+PROGRESS_CHECKS = {
+    "pick_place": lambda s, e, p: (
+        s["mug_height_cm"] < 1
+        and s["mug_to_plate_cm"] > 10
+        and e["mug_to_plate_cm"] < 10
+        and e["mug_tilt_deg"] < 25
+        and p["mug_height_cm"] > 5
+    ),
+    "pour": lambda s, e, p: (
+        s["mug_tilt_deg"] < 5
+        and s["mug_to_bowl_cm"] > 10
+        and e["mug_tilt_deg"] > 60
+        and e["mug_to_bowl_cm"] < 10
+        and p["mug_height_cm"] > 5
+    ),
+    "open_drawer": lambda s, e, p: s["drawer_opening_cm"] < 1 and e["drawer_opening_cm"] >= 10,
+    "fold_cloth": lambda s, e, p: s["corner_gap_cm"] > 7 and e["corner_gap_cm"] < 7,
+}
+
+
 @pytest.mark.parametrize("name", TASKS.names())
 def test_every_task_resets_steps_renders_and_its_expert_succeeds(name, make_env):
     env = make_env(name)
@@ -43,9 +64,12 @@ def test_every_task_resets_steps_renders_and_its_expert_succeeds(name, make_env)
     assert not env.success()
 
     env.reset(3)
+    start = peak = env.progress()
     for action in follow(env, env.task.expert(env.model, env.data, np.random.default_rng(3))):
         env.step(action)
+        peak = {k: max(v, peak[k]) for k, v in env.progress().items()}
     assert env.success(), f"the scripted expert should solve {name}"
+    assert PROGRESS_CHECKS[name](start, env.progress(), peak), (start, env.progress(), peak)
 
 
 @pytest.mark.parametrize("name", TASKS.names())
