@@ -57,6 +57,8 @@ class EvalConfig:
     """plan_source=tracked: the tracker run over the demo video (lk, cotracker3)."""
     plan_tracker_args: dict[str, Any] = field(default_factory=dict)
     action_horizon: int = 8
+    guidance_scale: float | None = None
+    """Classifier-free guidance on the flow (None: the policy's own setting; see FlowPolicyConfig)."""
     max_chunks: int = 20
     num_points: int = 64
     """Plan points given to the policy (drawn with replacement when the plan has fewer)."""
@@ -196,7 +198,8 @@ def rollout(
             "points_3d": torch.from_numpy(points_3d)[None],
             "proprio": torch.from_numpy(np.stack(proprio[-pc.obs_horizon :]))[None],
         }
-        chunk = policy.predict_action(obs, generator=torch.Generator().manual_seed(seed + steps))[0].numpy()
+        noise = torch.Generator().manual_seed(seed + steps)
+        chunk = policy.predict_action(obs, noise, cfg.guidance_scale)[0].numpy()
         for vector in chunk[: cfg.action_horizon]:
             env.step(Action.from_vector(vector))
             steps += 1

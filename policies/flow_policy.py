@@ -60,6 +60,13 @@ class FlowPolicyConfig:
     """Let the action U-Net cross-attend to per-point plan tokens (see the module docstring)."""
     point_attention_depth: int = 1
     """Self-attention layers over the per-point plan tokens before the U-Net reads them."""
+    condition_dropout: float = 0.0
+    """Probability, per training sample, of replacing the flow condition (the remaining-flow embedding) by
+    a learned null embedding, so that sampling can use classifier-free guidance on the flow."""
+    guidance_scale: float = 1.0
+    """Sampling: ε = ε_null + s·(ε_flow − ε_null). Above 1 it amplifies what the flow asks for over what
+    the state alone suggests (the small policy let the noise, not the flow, pick grasp or push). Values
+    other than 1 need a policy trained with ``condition_dropout`` > 0."""
 
     @classmethod
     def preset(cls, name: str) -> FlowPolicyConfig:
@@ -176,6 +183,7 @@ class FlowPolicy(nn.Module):
         self.align = TokenTransformer(c.dim, c.align_depth, c.heads, positional=True)
         self.remaining_encoder = TokenTransformer(c.dim, c.remaining_depth, c.heads, positional=True)
         self.plan_dropout = nn.Dropout(c.plan_dropout)
+        self.null_plan = nn.Parameter(torch.zeros(1, c.dim)) if c.condition_dropout > 0 else None
         self.point_tokens = (
             PointPlanTokens(c.dim, c.plan_frames, c.heads, c.point_attention_depth)
             if c.point_attention
@@ -258,7 +266,11 @@ class FlowPolicy(nn.Module):
     def compute_loss(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         parts = self.encode(batch)
         remaining = self.remaining_encoder(self._encode_frames(batch["remaining"], parts["descriptor"]))
-        cond = torch.cat([parts["state"], self.plan_dropout(remaining), parts["proprio"]], dim=-1)
+        flow = self.plan_dropout(remaining)
+        if self.null_plan is not None:  # the draws come from the step's seeded generator: resume stays exact
+            drop = torch.rand(len(flow), 1, device=flow.device) < self.config.condition_dropout
+            flow = torch.where(drop, self.null_plan.expand_as(flow), flow)
+        cond = torch.cat([parts["state"], flow, parts["proprio"]], dim=-1)
         actions = self.normalize_vectors("action", batch["action"], self.object_anchor(batch["points_3d"]))
         noise = torch.randn_like(actions)
         steps = torch.randint(0, self.config.train_steps, (len(actions),), device=actions.device)
@@ -270,17 +282,34 @@ class FlowPolicy(nn.Module):
     # ----- acting --------------------------------------------------------------------------------
     @torch.no_grad()
     def predict_action(
-        self, batch: dict[str, torch.Tensor], generator: torch.Generator | None = None
+        self,
+        batch: dict[str, torch.Tensor],
+        generator: torch.Generator | None = None,
+        guidance_scale: float | None = None,
     ) -> torch.Tensor:
-        """(B, T, action_dim) unnormalised absolute actions, conditioned on the predicted remaining plan."""
+        """(B, T, action_dim) unnormalised absolute actions, conditioned on the predicted remaining plan
+        (with classifier-free guidance on it when ``guidance_scale``, default the config's, is not 1)."""
+        c = self.config
+        scale = c.guidance_scale if guidance_scale is None else guidance_scale
+        if scale != 1.0 and self.null_plan is None:
+            raise ValueError(
+                f"guidance_scale={scale} needs a policy trained with condition_dropout > 0; use 1"
+            )
         parts = self.encode(batch)
         cond = torch.cat([parts["state"], parts["predicted_plan"], parts["proprio"]], dim=-1)
-        c = self.config
-        actions = torch.randn(
-            len(cond), c.pred_horizon, c.action_dim, generator=generator, device=cond.device
-        )
+        context = parts["context"]
+        b = len(cond)
+        if scale != 1.0:  # one pass over [with flow; null flow]
+            null = torch.cat([parts["state"], self.null_plan.expand(b, -1), parts["proprio"]], dim=-1)
+            cond = torch.cat([cond, null])
+            context = None if context is None else torch.cat([context, context])
+        actions = torch.randn(b, c.pred_horizon, c.action_dim, generator=generator, device=cond.device)
         self.scheduler.set_timesteps(c.inference_steps)
         for step in self.scheduler.timesteps:
-            noise = self.head(actions, step.expand(len(cond)).to(cond.device), cond, parts["context"])
+            x = actions if scale == 1.0 else torch.cat([actions, actions])
+            noise = self.head(x, step.expand(len(cond)).to(cond.device), cond, context)
+            if scale != 1.0:
+                flow, unconditioned = noise.chunk(2)
+                noise = unconditioned + scale * (flow - unconditioned)
             actions = self.scheduler.step(noise, step, actions, generator=generator).prev_sample
         return self.unnormalize_actions(actions, self.object_anchor(batch["points_3d"]))

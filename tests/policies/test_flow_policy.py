@@ -275,3 +275,36 @@ def test_windows_and_policy_must_agree_on_how_a_sample_is_cut():
         load_config(TrainConfig, small, ["windows.plan_frames=32"])
     with pytest.raises(ConfigError, match="pred_horizon"):
         load_config(TrainConfig, small, ["policy.pred_horizon=8"])
+
+
+def test_flow_guidance_drops_the_flow_in_training_and_amplifies_it_in_sampling(windows):
+    torch.manual_seed(0)
+    always_dropped = FlowPolicy(replace(tiny_policy_config(), condition_dropout=1.0))
+    plain = FlowPolicy(tiny_policy_config())
+    batch = {k: torch.stack([windows[i][k] for i in (0, 3, 6, 9)]) for k in windows[0]}
+    other_flow = dict(batch, remaining=batch["remaining"].flip(0))
+
+    def denoise_loss(policy: FlowPolicy, b: dict) -> torch.Tensor:
+        policy.normalizer.fit(windows.statistics())
+        torch.manual_seed(1)
+        return policy.compute_loss(b)["denoise"]
+
+    # a dropped flow is a dropped flow: the denoising loss no longer sees which remaining flow it was
+    assert torch.equal(denoise_loss(always_dropped, batch), denoise_loss(always_dropped, other_flow))
+    assert not torch.equal(denoise_loss(plain, batch), denoise_loss(plain, other_flow))
+
+    policy = always_dropped.eval()
+    with torch.no_grad():
+        torch.nn.init.normal_(policy.null_plan, std=1.0)
+    reversed_plan = dict(batch, plan=batch["plan"].flip(1))
+
+    def act(b: dict, scale: float) -> torch.Tensor:
+        return policy.predict_action(b, torch.Generator().manual_seed(4), guidance_scale=scale)
+
+    # scale 0 is the null pass alone: the plan cannot matter; at 1 and 3 it does, and 3 differs from 1
+    assert torch.equal(act(batch, 0.0), act(reversed_plan, 0.0))
+    assert not torch.equal(act(batch, 1.0), act(reversed_plan, 1.0))
+    assert not torch.equal(act(batch, 3.0), act(batch, 1.0))
+    assert act(batch, 3.0).shape == (4, policy.config.pred_horizon, policy.config.action_dim)
+    with pytest.raises(ValueError, match="condition_dropout"):
+        plain.eval().predict_action(batch, guidance_scale=2.0)
