@@ -127,6 +127,8 @@ class _TableTask(Task):
 
     object_prompt = "red mug"
     tracked = ("mug",)
+    goal = ""
+    """The body the mug is taken to (progress measures the distance to it)."""
 
     def mjcf(self):
         parts = [mug(Pose2D(0, 0)), plate(Pose2D(0.2, 0.1)), bowl(Pose2D(-0.2, 0.1))]
@@ -149,9 +151,6 @@ class _TableTask(Task):
 
     def grasp_points(self, model, data):
         return {"mug": _body_pos(model, data, "mug")}
-
-    goal = ""
-    """The body the mug is taken to (progress measures the distance to it)."""
 
     def progress(self, model, data):
         mug = _body_pos(model, data, "mug")
