@@ -172,6 +172,13 @@ class FlowGenerator(nn.Module):
         return save_atomic({"config": self.config, "state_dict": self.denoiser.state_dict()}, path)
 
 
+SMALL_OPTIONS_ADDED_LATER = {
+    "text_in_time_embedding": "unet.class_embedding.linear_1.weight",
+    "token_coordinates": "image_encoder.coordinate_head.weight",
+}
+"""Small-preset options that are on by default now → a weight only a network built with them has."""
+
+
 def load_generator(path: str | Path, device: str = "cpu") -> FlowGenerator:
     path = Path(path)
     if not path.is_file():
@@ -180,10 +187,10 @@ def load_generator(path: str | Path, device: str = "cpu") -> FlowGenerator:
         )
     payload = torch.load(path, map_location=device, weights_only=False)
     config = payload["config"]
-    if config.preset == "small" and "unet.class_embedding.linear_1.weight" not in payload["state_dict"]:
-        config.small.text_in_time_embedding = False  # saved before the option existed
-    if config.preset == "small" and "image_encoder.coordinate_head.weight" not in payload["state_dict"]:
-        config.small.token_coordinates = False  # saved before the option was on by default
+    if config.preset == "small":  # a file saved before an option was on unpickles with it on: switch it off
+        for option, weight in SMALL_OPTIONS_ADDED_LATER.items():
+            if weight not in payload["state_dict"]:
+                setattr(config.small, option, False)
     generator = FlowGenerator(config)
     generator.denoiser.load_state_dict(payload["state_dict"])
     return generator.to(device).eval()

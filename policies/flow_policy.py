@@ -291,7 +291,8 @@ class FlowPolicy(nn.Module):
         (with classifier-free guidance on it when ``guidance_scale``, default the config's, is not 1)."""
         c = self.config
         scale = c.guidance_scale if guidance_scale is None else guidance_scale
-        if scale != 1.0 and self.null_plan is None:
+        guided = scale != 1.0
+        if guided and self.null_plan is None:
             raise ValueError(
                 f"guidance_scale={scale} needs a policy trained with condition_dropout > 0; use 1"
             )
@@ -299,16 +300,16 @@ class FlowPolicy(nn.Module):
         cond = torch.cat([parts["state"], parts["predicted_plan"], parts["proprio"]], dim=-1)
         context = parts["context"]
         b = len(cond)
-        if scale != 1.0:  # one pass over [with flow; null flow]
+        if guided:  # one pass over [with flow; null flow]
             null = torch.cat([parts["state"], self.null_plan.expand(b, -1), parts["proprio"]], dim=-1)
             cond = torch.cat([cond, null])
             context = None if context is None else torch.cat([context, context])
         actions = torch.randn(b, c.pred_horizon, c.action_dim, generator=generator, device=cond.device)
         self.scheduler.set_timesteps(c.inference_steps)
         for step in self.scheduler.timesteps:
-            x = actions if scale == 1.0 else torch.cat([actions, actions])
+            x = torch.cat([actions, actions]) if guided else actions
             noise = self.head(x, step.expand(len(cond)).to(cond.device), cond, context)
-            if scale != 1.0:
+            if guided:
                 flow, unconditioned = noise.chunk(2)
                 noise = unconditioned + scale * (flow - unconditioned)
             actions = self.scheduler.step(noise, step, actions, generator=generator).prev_sample

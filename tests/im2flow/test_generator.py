@@ -11,7 +11,7 @@ from tiny_configs import G, T, tiny_generator_config
 
 from im2flow.data import ClipConfig, FlowClips, build_clips
 from im2flow.flow_image import FlowImageConfig, decode, encode, future_tracks
-from im2flow.generator import FlowGenerator, load_generator
+from im2flow.generator import SMALL_OPTIONS_ADDED_LATER, FlowGenerator, load_generator
 from im2flow.train import EXPORT, FlowTrainConfig, FlowTrainer
 from preprocessing.pretrained import TrackerWeightsNotAvailable
 from preprocessing.tracks import grid_in_box
@@ -135,24 +135,19 @@ def test_instruction_changes_the_flow_and_older_files_load(tmp_path):
     drawer = generator.sample(image, "open the drawer", queries, num_samples=1, seed=5, guidance_scale=1.0)
     cloth = generator.sample(image, "fold the cloth", queries, num_samples=1, seed=5, guidance_scale=1.0)
     assert not np.array_equal(drawer, cloth)
-    # a file saved before `text_in_time_embedding` existed: its config unpickles with the new default (True)
-    # but its weights have no class embedding; it must load as the network it was
-    config = tiny_generator_config()
-    config.small.text_in_time_embedding = False
-    old = FlowGenerator(config)
-    payload = {"config": old.config, "state_dict": old.denoiser.state_dict()}
-    payload["config"].small.text_in_time_embedding = True
-    torch.save(payload, tmp_path / "old.pt")
-    loaded = load_generator(tmp_path / "old.pt")
-    assert loaded.denoiser.unet.class_embedding is None
-    # the same for `token_coordinates` (off before it became the default): no coordinate head in the weights
-    config = tiny_generator_config()
-    config.small.token_coordinates = False
-    old = FlowGenerator(config)
-    payload = {"config": old.config, "state_dict": old.denoiser.state_dict()}
-    payload["config"].small.token_coordinates = True
-    torch.save(payload, tmp_path / "older.pt")
-    assert load_generator(tmp_path / "older.pt").denoiser.image_encoder.coordinate_head is None
+    # a file saved before an option was on: its config unpickles with the new default (on) but its weights
+    # lack the option's layers; it must load as the network it was
+    for option in SMALL_OPTIONS_ADDED_LATER:
+        config = tiny_generator_config()
+        setattr(config.small, option, False)
+        old = FlowGenerator(config)
+        payload = {"config": old.config, "state_dict": old.denoiser.state_dict()}
+        setattr(payload["config"].small, option, True)
+        torch.save(payload, tmp_path / f"before_{option}.pt")
+        loaded = load_generator(tmp_path / f"before_{option}.pt")
+        assert not getattr(loaded.config.small, option)
+    assert loaded.denoiser.image_encoder.coordinate_head is None
+    assert load_generator(tmp_path / "before_text_in_time_embedding.pt").denoiser.unet.class_embedding is None
 
 
 def test_regression_baseline_is_one_deterministic_pass(demos_root, tmp_path):
