@@ -1,0 +1,112 @@
+"""Benchmark how precisely a trained policy reaches a grasp, open loop, on recorded play.
+
+    .venv/bin/python scripts/bench_policy_grasp.py --policy outputs/policy/policy_ema.pt \
+        --play outputs/sim_play/dataset.zarr [--lead 12] [--samples 8] \
+        [--out outputs/bench/policy_grasp.jsonl]
+
+A closed-loop success rate of 0/20 does not say whether the policy cannot find the object or cannot
+choose what to do with it. This isolates the first: for every play episode, take the window that starts
+``lead`` steps before the gripper first closes, sample chunks from the policy with the episode's own plan,
+and measure how far the chunk's end effector is, at the step the recording closed, from where it closed.
+Baseline: holding still at the window's start. Run it on the training play and on held-out play.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from policies.data import PlayWindows, WindowConfig
+from policies.train import load_policy
+from preprocessing.bench_log import append_row
+
+REPO = Path(__file__).resolve().parents[1]
+CLOSED_BELOW = 0.05
+"""Gripper commands below this (metres of opening) count as closed; play commands 0 or 0.1."""
+INPUTS = ("plan", "current", "points_3d", "proprio")
+
+
+def scene_of(episode_name: str) -> str:
+    """Play episodes are named <task>_<seed>: the task names the scene played in."""
+    return episode_name.rsplit("_", 1)[0]
+
+
+def grasp_errors(policy, windows: PlayWindows, lead: int, samples: int, seed: int) -> dict[str, dict]:
+    """Per scene, distances (m) to the first grasp position: the policy's chunk at the recorded close step,
+    the chunk where it closes the gripper itself (chunks that close), and holding still."""
+    rows: dict[str, dict[str, list[float]]] = {}
+    for e, ep in enumerate(windows.episodes):
+        closed = ep.action[:, 9] < CLOSED_BELOW
+        first = np.flatnonzero(closed[1:] & ~closed[:-1])
+        if len(first) == 0:
+            continue
+        close = int(first[0]) + 1
+        start = max(0, close - lead)
+        sample = windows[windows.index.index((e, start))]
+        batch = {k: sample[k][None].expand(samples, *sample[k].shape) for k in INPUTS}
+        chunks = policy.predict_action(batch, torch.Generator().manual_seed(seed + e)).numpy()
+        step = min(close - start, chunks.shape[1] - 1)
+        target = ep.action[close, :3]
+        row = rows.setdefault(scene_of(ep.name), {"policy": [], "where_closed": [], "hold_still": []})
+        row["policy"] += np.linalg.norm(chunks[:, step, :3] - target, axis=-1).tolist()
+        for chunk in chunks:  # timing aside: where does the sampled chunk itself close the gripper?
+            shut = np.flatnonzero(chunk[:, 9] < CLOSED_BELOW)
+            if len(shut):
+                row["where_closed"].append(float(np.linalg.norm(chunk[shut[0], :3] - target)))
+        row["hold_still"].append(float(np.linalg.norm(ep.proprio[start, :3] - target)))
+    return rows
+
+
+def summarise(distances: list[float]) -> dict[str, float]:
+    d = 100.0 * np.asarray(distances)
+    return {"median_cm": float(np.median(d)), "mean_cm": float(d.mean()), "within_2cm": float(np.mean(d < 2))}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--policy", type=Path, default=REPO / "outputs" / "policy" / "policy_ema.pt")
+    parser.add_argument("--play", default=str(REPO / "outputs" / "sim_play" / "dataset.zarr"))
+    parser.add_argument("--lead", type=int, default=12, help="steps before the first close")
+    parser.add_argument("--samples", type=int, default=8, help="chunks sampled per episode")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--out", type=Path, default=REPO / "outputs" / "bench" / "policy_grasp.jsonl")
+    args = parser.parse_args()
+    policy = load_policy(args.policy)
+    c = policy.config
+    windows = PlayWindows(
+        args.play,
+        WindowConfig(obs_horizon=c.obs_horizon, pred_horizon=c.pred_horizon, plan_frames=c.plan_frames),
+    )
+    rows = grasp_errors(policy, windows, args.lead, args.samples, args.seed)
+    table = {scene: {k: summarise(v) for k, v in row.items()} for scene, row in sorted(rows.items())}
+    print(
+        f"\nGrasp precision, open loop, {args.lead} steps before the first close, {args.samples} chunks per "
+        f"episode\npolicy {args.policy}\nplay {args.play}\n"
+    )
+    print(
+        f"{'scene':<13}{'episodes':>9}{'policy median':>15}{'within 2 cm':>13}"
+        f"{'where it closes':>17}{'within 2 cm':>13}{'hold still':>12}"
+    )
+    for scene, row in table.items():
+        p, w, h = row["policy"], row["where_closed"], row["hold_still"]
+        print(
+            f"{scene:<13}{len(rows[scene]['hold_still']):>9}"
+            f"{p['median_cm']:>12.1f} cm{p['within_2cm']:>13.0%}"
+            f"{w['median_cm']:>14.1f} cm{w['within_2cm']:>13.0%}{h['median_cm']:>9.1f} cm"
+        )
+    append_row(
+        args.out,
+        "policy_grasp",
+        policy=str(args.policy),
+        play=args.play,
+        lead=args.lead,
+        samples=args.samples,
+        scenes=table,
+    )
+
+
+if __name__ == "__main__":
+    main()
