@@ -27,6 +27,8 @@ REPO = Path(__file__).resolve().parents[1]
 CLOSED_BELOW = 0.05
 """Gripper commands below this (metres of opening) count as closed; play commands 0 or 0.1."""
 INPUTS = ("plan", "current", "points_3d", "proprio")
+POSITION, GRIPPER = slice(0, 3), 9
+"""Where the end-effector position and the gripper width sit in an action vector (``Action.as_vector``)."""
 
 
 def scene_of(episode_name: str) -> str:
@@ -38,25 +40,26 @@ def grasp_errors(policy, windows: PlayWindows, lead: int, samples: int, seed: in
     """Per scene, distances (m) to the first grasp position: the policy's chunk at the recorded close step,
     the chunk where it closes the gripper itself (chunks that close), and holding still."""
     rows: dict[str, dict[str, list[float]]] = {}
+    window_of = {key: i for i, key in enumerate(windows.index)}  # (episode, start step) → sample index
     for e, ep in enumerate(windows.episodes):
-        closed = ep.action[:, 9] < CLOSED_BELOW
+        closed = ep.action[:, GRIPPER] < CLOSED_BELOW
         first = np.flatnonzero(closed[1:] & ~closed[:-1])
         if len(first) == 0:
             continue
         close = int(first[0]) + 1
         start = max(0, close - lead)
-        sample = windows[windows.index.index((e, start))]
+        sample = windows[window_of[e, start]]
         batch = {k: sample[k][None].expand(samples, *sample[k].shape) for k in INPUTS}
         chunks = policy.predict_action(batch, torch.Generator().manual_seed(seed + e)).numpy()
         step = min(close - start, chunks.shape[1] - 1)
-        target = ep.action[close, :3]
+        target = ep.action[close, POSITION]
         row = rows.setdefault(scene_of(ep.name), {"policy": [], "where_closed": [], "hold_still": []})
-        row["policy"] += np.linalg.norm(chunks[:, step, :3] - target, axis=-1).tolist()
+        row["policy"] += np.linalg.norm(chunks[:, step, POSITION] - target, axis=-1).tolist()
         for chunk in chunks:  # timing aside: where does the sampled chunk itself close the gripper?
-            shut = np.flatnonzero(chunk[:, 9] < CLOSED_BELOW)
+            shut = np.flatnonzero(chunk[:, GRIPPER] < CLOSED_BELOW)
             if len(shut):
-                row["where_closed"].append(float(np.linalg.norm(chunk[shut[0], :3] - target)))
-        row["hold_still"].append(float(np.linalg.norm(ep.proprio[start, :3] - target)))
+                row["where_closed"].append(float(np.linalg.norm(chunk[shut[0], POSITION] - target)))
+        row["hold_still"].append(float(np.linalg.norm(ep.proprio[start, POSITION] - target)))
     return rows
 
 
