@@ -77,6 +77,20 @@ class EpisodeResult:
     """The task's progress measures at the end (e.g. mug height, distance to the plate)."""
     peak: dict[str, float] = field(default_factory=dict)
     """Their largest values during the episode (e.g. how high the mug was lifted)."""
+    plan_error_px: float = float("nan")
+    """How far the object's points end from where the plan's last frame puts them (mean, pixels of the
+    frame, points visible in both): a task-free measure of following the flow, also for play plans."""
+
+
+def final_plan_error(
+    plan: np.ndarray, plan_vis: np.ndarray, seen: np.ndarray, seen_vis: np.ndarray, size: tuple[int, int]
+) -> float:
+    """Mean pixel distance between the plan's last point positions and the tracked ones at the end."""
+    both = plan_vis[-1] & seen_vis[-1]
+    if not both.any():
+        return float("nan")
+    offset = (seen[-1][both] - plan[-1][both]) * np.asarray(size, np.float32)
+    return float(np.linalg.norm(offset, axis=-1).mean())
 
 
 def plan_from_demo(
@@ -222,14 +236,32 @@ def rollout(
             [np.repeat(planned[None], t, axis=0), np.full((t, hh, 4, 3), 255, np.uint8), drawn], axis=2
         )
         write_video(out_dir / "videos" / name, side, fps=env.scene.control_hz)
+    error = final_plan_error(tracks, vis, np.stack(seen), np.stack(seen_vis), (w, h))
     return EpisodeResult(
-        env.task.name, view.name, bool(success), steps, time.perf_counter() - started, env.progress(), peak
+        env.task.name,
+        view.name,
+        bool(success),
+        steps,
+        time.perf_counter() - started,
+        env.progress(),
+        peak,
+        error,
     )
 
 
 def _mean_of(measures) -> dict[str, float]:
     rows = list(measures)
     return {k: float(np.mean([row[k] for row in rows])) for k in rows[0]} if rows else {}
+
+
+def _median(values: list[float]) -> float | None:
+    """Median of the finite values; None when there are none (JSON has no NaN)."""
+    finite = [v for v in values if np.isfinite(v)]
+    return float(np.median(finite)) if finite else None
+
+
+def _format_px(value: float | None) -> str:
+    return "—" if value is None else f"{value:.1f} px"
 
 
 def _describe(measures: dict[str, float]) -> str:
@@ -241,7 +273,9 @@ def evaluate(cfg: EvalConfig, out_dir: str | Path, progress: bool = True) -> dic
     out_dir.mkdir(parents=True, exist_ok=True)
     policy = load_policy(cfg.policy)
     generator = load_generator(cfg.generator) if cfg.plan_source == "generated" else None
-    demos = FlowDataset(cfg.demos, kind="sim_demo")
+    demos = FlowDataset(cfg.demos)
+    if demos.kind not in ("sim_demo", "play"):
+        raise ValueError(f"{cfg.demos}: a {demos.kind!r} dataset; evaluation needs sim demos or play")
     plan_tracker = (
         TRACKERS.build(cfg.plan_tracker, cfg.plan_tracker_args) if cfg.plan_source == "tracked" else None
     )
@@ -266,8 +300,16 @@ def evaluate(cfg: EvalConfig, out_dir: str | Path, progress: bool = True) -> dic
                 "mean_steps": float(np.mean([r.steps for r in rs])) if rs else None,
                 "mean_progress": _mean_of(r.progress for r in rs),
                 "mean_peak": _mean_of(r.peak for r in rs),
+                "median_plan_error_px": _median([r.plan_error_px for r in rs]),
                 "per_episode": [
-                    {"demo": r.demo, "success": r.success, "progress": r.progress, "peak": r.peak} for r in rs
+                    {
+                        "demo": r.demo,
+                        "success": r.success,
+                        "progress": r.progress,
+                        "peak": r.peak,
+                        "plan_error_px": r.plan_error_px if np.isfinite(r.plan_error_px) else None,
+                    }
+                    for r in rs
                 ],
             }
             for t in cfg.tasks
@@ -285,7 +327,8 @@ def evaluate(cfg: EvalConfig, out_dir: str | Path, progress: bool = True) -> dic
     ]
     lines += ["", "How far the episodes got (means; peak = the largest value during an episode):", ""]
     lines += [
-        f"- {t}: at the end {_describe(row['mean_progress'])}; peak {_describe(row['mean_peak'])}"
+        f"- {t}: at the end {_describe(row['mean_progress'])}; peak {_describe(row['mean_peak'])}; "
+        f"median distance to the plan's last frame {_format_px(row['median_plan_error_px'])}"
         for t, row in summary["tasks"].items()
     ]
     (out_dir / f"{stem}.md").write_text("\n".join(lines) + "\n")

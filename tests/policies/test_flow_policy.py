@@ -144,6 +144,8 @@ def test_closed_loop_evaluation_runs_one_short_episode_per_task(windows, demos_r
         for row in summary["tasks"].values():
             assert row["episodes"] == 1 and row["mean_steps"] == 4 and row["success_rate"] in (0.0, 1.0)
             episode = row["per_episode"][0]
+            if tracker == "oracle":  # the simulator sees the object's points at the end
+                assert episode["plan_error_px"] is not None and episode["plan_error_px"] >= 0
             assert episode["progress"] and all(
                 episode["peak"][k] >= v for k, v in episode["progress"].items()
             )
@@ -160,6 +162,51 @@ def test_closed_loop_evaluation_runs_one_short_episode_per_task(windows, demos_r
         in (tmp_path / "eval" / "summary_tracked_lk.md").read_text()
     )
     assert (tmp_path / "eval" / "summary_tracked_cotracker3-online.json").is_file()
+
+
+def test_plan_error_measures_the_visible_points_at_the_last_frame():
+    import numpy as np
+
+    from policies.evaluate import final_plan_error
+
+    plan = np.zeros((3, 2, 2), np.float32)
+    plan[-1] = [[0.5, 0.5], [0.1, 0.1]]
+    seen = plan.copy()
+    seen[-1, 0] += [0.1, 0.0]  # 0.1 of a 100-pixel width = 10 px
+    seen[-1, 1] += [0.0, 0.5]  # hidden at the end: not counted
+    vis = np.ones((3, 2), bool)
+    seen_vis = vis.copy()
+    seen_vis[-1, 1] = False
+    assert final_plan_error(plan, vis, seen, seen_vis, (100, 50)) == pytest.approx(10.0)
+    assert np.isnan(final_plan_error(plan, vis, seen, np.zeros_like(vis), (100, 50)))
+
+
+def test_evaluation_follows_a_play_episode_own_flow(windows, play_root, tmp_path):
+    """Play episodes can be the plans too (their own flow): closed loop on in-distribution flows."""
+    from policies.evaluate import EvalConfig, evaluate
+    from policies.train import TrainConfig, Trainer
+
+    Trainer(
+        TrainConfig(
+            policy=tiny_policy_config(), windows=windows.config, batch_size=4, max_steps=1, warmup_steps=1
+        ),
+        tmp_path / "run",
+        windows,
+    ).fit(progress=False)
+    cfg = EvalConfig(
+        policy=str(tmp_path / "run" / "policy_ema.pt"),
+        demos=str(play_root),
+        tasks=["pick_place"],
+        episodes=1,
+        plan_source="ground_truth",
+        max_chunks=1,
+        action_horizon=2,
+        num_points=8,
+        videos=False,
+    )
+    row = evaluate(cfg, tmp_path / "eval", progress=False)["tasks"]["pick_place"]
+    assert row["episodes"] == 1 and row["per_episode"][0]["demo"].startswith("pick_place_")
+    assert row["median_plan_error_px"] is not None
 
 
 def test_evaluation_refuses_a_tracker_that_cannot_track_online():
