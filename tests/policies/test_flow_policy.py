@@ -181,6 +181,19 @@ def test_plan_error_measures_the_visible_points_at_the_last_frame():
     assert np.isnan(final_plan_error(plan, vis, seen, np.zeros_like(vis), (100, 50)))
 
 
+def test_medoid_chunk_is_a_sampled_chunk_in_the_middle_of_the_others():
+    import numpy as np
+
+    from policies.evaluate import medoid_chunk
+
+    chunks = np.zeros((5, 4, 10), np.float32)
+    chunks[:, :, 0] = np.array([0.0, 0.1, 0.12, 0.2, 2.0])[:, None]  # x of each chunk; the last an outlier
+    chunks[:, :, 9] = np.arange(5)[:, None]  # tag each chunk in its gripper slot
+    chosen = medoid_chunk(chunks)
+    assert chosen[0, 9] == 2  # the least total distance to the others, and a sample (not an average)
+    assert np.array_equal(medoid_chunk(chunks[:1]), chunks[0])
+
+
 def test_evaluation_follows_a_play_episode_own_flow(windows, play_root, tmp_path):
     """Play episodes can be the plans too (their own flow): closed loop on in-distribution flows."""
     from policies.evaluate import EvalConfig, evaluate
@@ -201,6 +214,7 @@ def test_evaluation_follows_a_play_episode_own_flow(windows, play_root, tmp_path
         plan_source="ground_truth",
         max_chunks=1,
         action_horizon=2,
+        action_samples=3,
         num_points=8,
         videos=False,
     )
