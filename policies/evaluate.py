@@ -60,7 +60,7 @@ class EvalConfig:
     guidance_scale: float | None = None
     """Classifier-free guidance on the flow (None: the policy's own setting; see FlowPolicyConfig)."""
     max_chunks: int = 20
-    action_samples: int = 1
+    action_samples: int = 8
     """Chunks sampled per replanning step; the medoid (closest on average to the others) is executed.
     More than 1 trades inference time for precision: the scatter between samples is about half of the
     grasp error (see README, Results)."""

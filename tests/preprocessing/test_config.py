@@ -20,6 +20,7 @@ CONFIG_FILES = {
     "configs/preprocessing/ingest.yaml": IngestConfig,
     "configs/sim/generate.yaml": GenerateConfig,
     "configs/policy/train_small.yaml": TrainConfig,
+    "configs/policy/train_medium.yaml": TrainConfig,
     "configs/policy/eval.yaml": EvalConfig,
     "configs/im2flow/train_small.yaml": FlowTrainConfig,
     "configs/im2flow/eval.yaml": FlowEvalConfig,
