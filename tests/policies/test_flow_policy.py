@@ -181,6 +181,26 @@ def test_plan_error_measures_the_visible_points_at_the_last_frame():
     assert np.isnan(final_plan_error(plan, vis, seen, np.zeros_like(vis), (100, 50)))
 
 
+def test_plan_queries_can_be_kept_to_the_object_in_the_first_frame(demos_root):
+    import numpy as np
+
+    from policies.evaluate import on_object, plan_from_demo
+    from policies.sim.record import EMBODIMENT_LABEL
+    from preprocessing.dataset import FlowDataset
+    from preprocessing.tracks import grid_in_box
+
+    view = next(v for v in FlowDataset(demos_root) if v.attrs["task_name"] == "pick_place")
+    queries = grid_in_box(view.attrs["bbox"], 16)
+    kept = on_object(view, queries)
+    labels = view.array("segmentation", 0)
+    h, w = labels.shape
+    px = np.clip(np.floor(kept[:, 1:3] * [w, h]).astype(int), 0, [w - 1, h - 1])
+    label = labels[px[:, 1], px[:, 0]]
+    assert 0 < len(kept) < len(queries) and ((label >= 0) & (label != EMBODIMENT_LABEL)).all()
+    tracks, vis = plan_from_demo(view, "tracked", grid=16, on_object_only=True)
+    assert tracks.shape[1] <= len(kept) and tracks.shape[:2] == vis.shape
+
+
 def test_medoid_chunk_is_a_sampled_chunk_in_the_middle_of_the_others():
     import numpy as np
 

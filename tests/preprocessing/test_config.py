@@ -1,4 +1,4 @@
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import pytest
@@ -20,7 +20,6 @@ CONFIG_FILES = {
     "configs/preprocessing/ingest.yaml": IngestConfig,
     "configs/sim/generate.yaml": GenerateConfig,
     "configs/policy/train_small.yaml": TrainConfig,
-    "configs/policy/train_medium.yaml": TrainConfig,
     "configs/policy/eval.yaml": EvalConfig,
     "configs/im2flow/train_small.yaml": FlowTrainConfig,
     "configs/im2flow/eval.yaml": FlowEvalConfig,
@@ -81,7 +80,11 @@ def test_every_committed_config_loads_into_its_dataclass(relpath):
     assert to_dict(cfg) == to_dict(cls()), f"{relpath} should state the defaults of {cls.__name__}"
 
 
-PRESETS = {"configs/pipeline/full.yaml": PipelineConfig, "configs/policy/train_reference.yaml": TrainConfig}
+PRESETS = {
+    "configs/pipeline/full.yaml": PipelineConfig,
+    "configs/policy/train_reference.yaml": TrainConfig,
+    "configs/policy/train_medium.yaml": TrainConfig,
+}
 """Configs that differ from the defaults on purpose: they must load, not equal the defaults."""
 
 
@@ -96,6 +99,15 @@ def test_the_reference_policy_config_has_the_reference_preset():
 
     cfg = load_config(TrainConfig, REPO / "configs/policy/train_reference.yaml")
     assert cfg.policy == FlowPolicyConfig.preset("reference")
+
+
+def test_the_medium_policy_config_is_the_small_one_with_a_larger_unet_and_point_tokens():
+    small = load_config(TrainConfig, REPO / "configs/policy/train_small.yaml")
+    medium = load_config(TrainConfig, REPO / "configs/policy/train_medium.yaml")
+    assert medium.policy.unet_dims == [128, 256, 512] and medium.policy.point_attention
+    assert medium.max_steps == 4000
+    grown = replace(small.policy, unet_dims=[128, 256, 512], point_attention=True)
+    assert medium.policy == grown and medium.windows == small.windows
 
 
 def test_every_config_file_in_configs_is_covered():
