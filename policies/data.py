@@ -24,7 +24,7 @@ from torch.utils.data import Dataset
 
 from policies.sim.scene import camera_from_attrs
 from preprocessing.dataset import FlowDataset
-from preprocessing.tracks import resample_tracks, to_pixels
+from preprocessing.tracks import pixel_indices, resample_tracks
 
 
 @dataclass
@@ -67,7 +67,7 @@ def load_play_episode(view, plan_frames: int) -> _PlayEpisode:
     w, h = view.frame_size
     if depth is not None and "camera_intrinsics" in view.attrs:
         camera = camera_from_attrs(view.attrs, (w, h))
-        px = np.clip(np.floor(to_pixels(tracks[0], (w, h)) + 0.5).astype(int), 0, [w - 1, h - 1])
+        px = pixel_indices(tracks[0], (w, h))
         points_3d = camera.unproject(tracks[0], depth[px[:, 1], px[:, 0]]).astype(np.float32)
     else:
         points_3d = np.zeros((tracks.shape[1], 3), np.float32)

@@ -26,9 +26,9 @@ from policies.sim.ground_truth import attach_points
 from policies.sim.record import EMBODIMENT_LABEL
 from policies.sim.scene import SceneConfig
 from policies.train import load_policy
-from preprocessing.dataset import FlowDataset
+from preprocessing.dataset import DatasetError, FlowDataset
 from preprocessing.trackers import TRACKERS, OnlineTracker, Tracker
-from preprocessing.tracks import grid_in_box, moving_mask, resample_tracks
+from preprocessing.tracks import grid_in_box, moving_mask, pixel_indices, resample_tracks
 from preprocessing.video import write_video
 from preprocessing.visualize import draw_tracks, draw_trajectories
 
@@ -110,7 +110,7 @@ def on_object(view, queries: np.ndarray) -> np.ndarray:
         return queries
     labels = view.array("segmentation", 0)
     h, w = labels.shape
-    px = np.clip(np.floor(queries[:, 1:3] * [w, h]).astype(int), 0, [w - 1, h - 1])
+    px = pixel_indices(queries[:, 1:3], (w, h))
     label = labels[px[:, 1], px[:, 0]]
     keep = (label >= 0) & (label != EMBODIMENT_LABEL)
     return queries[keep] if keep.any() else queries
@@ -228,7 +228,7 @@ def rollout(
     depth = env.renderer.depth(env.data)
     camera = env.camera()
     h, w = depth.shape
-    px = np.clip(np.floor(tracks[0] * [w, h]).astype(int), 0, [w - 1, h - 1])
+    px = pixel_indices(tracks[0], (w, h))
     points_3d = camera.unproject(tracks[0], depth[px[:, 1], px[:, 0]]).astype(np.float32)
     online = trackers[1]
     if online is None:
@@ -314,7 +314,7 @@ def evaluate(cfg: EvalConfig, out_dir: str | Path, progress: bool = True) -> dic
     generator = load_generator(cfg.generator) if cfg.plan_source == "generated" else None
     demos = FlowDataset(cfg.demos)
     if demos.kind not in ("sim_demo", "play"):
-        raise ValueError(f"{cfg.demos}: a {demos.kind!r} dataset; evaluation needs sim demos or play")
+        raise DatasetError(cfg.demos, f"is a {demos.kind!r} dataset; evaluation needs sim_demo or play")
     plan_tracker = (
         TRACKERS.build(cfg.plan_tracker, cfg.plan_tracker_args) if cfg.plan_source == "tracked" else None
     )

@@ -34,6 +34,13 @@ def to_pixels(points: np.ndarray, size: Size) -> np.ndarray:
     return points * scale - 0.5
 
 
+def pixel_indices(points: np.ndarray, size: Size) -> np.ndarray:
+    """Normalised (x, y) → integer (column, row) of the pixel each point falls in, clipped to the image:
+    where to read a depth, segmentation or label image at the points."""
+    w, h = size
+    return np.clip(np.floor(to_pixels(points, size) + 0.5).astype(int), 0, [w - 1, h - 1])
+
+
 def to_normalized(points: np.ndarray, size: Size) -> np.ndarray:
     """Pixel (x, y) in the last axis of an image of ``size`` (w, h) → normalised coordinates."""
     points = np.asarray(points, dtype=np.float32)

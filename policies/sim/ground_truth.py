@@ -17,7 +17,7 @@ import mujoco
 import numpy as np
 
 from policies.sim.scene import Camera
-from preprocessing.tracks import grid_in_mask, to_pixels
+from preprocessing.tracks import grid_in_mask, pixel_indices
 
 GEOM, FLEX = int(mujoco.mjtObj.mjOBJ_GEOM), int(mujoco.mjtObj.mjOBJ_FLEX)
 ROBOT_BODIES_ROOT = "ur5e_base"
@@ -114,7 +114,7 @@ class TrackedPoints:
         xy, point_depth = camera.project(self.world(model, data))
         h, w = depth.shape
         inside = (xy[:, 0] >= 0) & (xy[:, 0] < 1) & (xy[:, 1] >= 0) & (xy[:, 1] < 1) & (point_depth > 0)
-        px = np.clip(np.floor(to_pixels(xy, (w, h)) + 0.5).astype(int), 0, [w - 1, h - 1])
+        px = pixel_indices(xy, (w, h))
         labels = object_labels(model, segmentation, self.objects)
         seen_depth = depth[px[:, 1], px[:, 0]]
         visible = inside & (seen_depth > point_depth - DEPTH_TOLERANCE)
@@ -167,7 +167,7 @@ def attach_points(
     """
     h, w = depth.shape
     labels = object_labels(model, segmentation, objects)
-    px = np.clip(np.floor(to_pixels(xy, (w, h)) + 0.5).astype(int), 0, [w - 1, h - 1])
+    px = pixel_indices(xy, (w, h))
     index = labels[px[:, 1], px[:, 0]].astype(np.int32)
     world = camera.unproject(xy, depth[px[:, 1], px[:, 0]])
     anchor = np.zeros(len(xy), np.int64)  # body 0 = the world

@@ -17,6 +17,17 @@ def windows(play_root):
     return PlayWindows(play_root, WindowConfig(num_points=16, plan_frames=8))
 
 
+def trained_policy(windows, run, steps: int):
+    """A tiny policy really trained for a few steps, exported to ``run/policy_ema.pt`` for evaluation."""
+    from policies.train import TrainConfig, Trainer
+
+    config = TrainConfig(
+        policy=tiny_policy_config(), windows=windows.config, batch_size=4, max_steps=steps, warmup_steps=1
+    )
+    Trainer(config, run, windows).fit(progress=False)
+    return run / "policy_ema.pt"
+
+
 @pytest.mark.parametrize("point_attention", [False, True])
 def test_tiny_policy_loss_goes_down_on_play(windows, point_attention):
     torch.manual_seed(0)
@@ -114,22 +125,14 @@ def test_training_resumes_exactly_and_exports_ema(windows, tmp_path):
 
 def test_closed_loop_evaluation_runs_one_short_episode_per_task(windows, demos_root, tmp_path):
     from policies.evaluate import EvalConfig, evaluate
-    from policies.train import TrainConfig, Trainer
     from preprocessing.video import probe_video
 
-    trainer = Trainer(
-        TrainConfig(
-            policy=tiny_policy_config(), windows=windows.config, batch_size=4, max_steps=2, warmup_steps=1
-        ),
-        tmp_path / "run",
-        windows,
-    )
-    trainer.fit(progress=False)
+    policy = trained_policy(windows, tmp_path / "run", steps=2)
     tasks = ["pick_place", "pour", "open_drawer", "fold_cloth"]
     tiny_cotracker = {"random_weights": True, "model_resolution": [64, 64], "iters": 1}
     for tracker, tracker_args in (("oracle", {}), ("lk", {}), ("cotracker3-online", tiny_cotracker)):
         cfg = EvalConfig(
-            policy=str(tmp_path / "run" / "policy_ema.pt"),
+            policy=str(policy),
             demos=str(demos_root),
             tasks=tasks,
             episodes=1,
@@ -182,19 +185,17 @@ def test_plan_error_measures_the_visible_points_at_the_last_frame():
 
 
 def test_plan_queries_can_be_kept_to_the_object_in_the_first_frame(demos_root):
-    import numpy as np
-
     from policies.evaluate import on_object, plan_from_demo
     from policies.sim.record import EMBODIMENT_LABEL
     from preprocessing.dataset import FlowDataset
-    from preprocessing.tracks import grid_in_box
+    from preprocessing.tracks import grid_in_box, pixel_indices
 
     view = next(v for v in FlowDataset(demos_root) if v.attrs["task_name"] == "pick_place")
     queries = grid_in_box(view.attrs["bbox"], 16)
     kept = on_object(view, queries)
     labels = view.array("segmentation", 0)
     h, w = labels.shape
-    px = np.clip(np.floor(kept[:, 1:3] * [w, h]).astype(int), 0, [w - 1, h - 1])
+    px = pixel_indices(kept[:, 1:3], (w, h))
     label = labels[px[:, 1], px[:, 0]]
     assert 0 < len(kept) < len(queries) and ((label >= 0) & (label != EMBODIMENT_LABEL)).all()
     tracks, vis = plan_from_demo(view, "tracked", grid=16, on_object_only=True)
@@ -217,17 +218,10 @@ def test_medoid_chunk_is_a_sampled_chunk_in_the_middle_of_the_others():
 def test_evaluation_follows_a_play_episode_own_flow(windows, play_root, tmp_path):
     """Play episodes can be the plans too (their own flow): closed loop on in-distribution flows."""
     from policies.evaluate import EvalConfig, evaluate
-    from policies.train import TrainConfig, Trainer
 
-    Trainer(
-        TrainConfig(
-            policy=tiny_policy_config(), windows=windows.config, batch_size=4, max_steps=1, warmup_steps=1
-        ),
-        tmp_path / "run",
-        windows,
-    ).fit(progress=False)
+    policy = trained_policy(windows, tmp_path / "run", steps=1)
     cfg = EvalConfig(
-        policy=str(tmp_path / "run" / "policy_ema.pt"),
+        policy=str(policy),
         demos=str(play_root),
         tasks=["pick_place"],
         episodes=1,
@@ -241,6 +235,13 @@ def test_evaluation_follows_a_play_episode_own_flow(windows, play_root, tmp_path
     row = evaluate(cfg, tmp_path / "eval", progress=False)["tasks"]["pick_place"]
     assert row["episodes"] == 1 and row["per_episode"][0]["demo"].startswith("pick_place_")
     assert row["median_plan_error_px"] is not None
+
+    from preprocessing.dataset import DatasetError, FlowDatasetWriter
+
+    videos = tmp_path / "videos.zarr"
+    FlowDatasetWriter(videos, kind="video")  # human videos have no layout to reset the sim to
+    with pytest.raises(DatasetError, match="videos.zarr: is a 'video' dataset"):
+        evaluate(replace(cfg, demos=str(videos)), tmp_path / "eval", progress=False)
 
 
 def test_evaluation_refuses_a_tracker_that_cannot_track_online():
@@ -258,19 +259,12 @@ def test_language_conditioned_evaluation_executes_a_generated_flow(windows, demo
 
     from im2flow.generator import FlowGenerator
     from policies.evaluate import EvalConfig, evaluate
-    from policies.train import TrainConfig, Trainer
 
-    Trainer(
-        TrainConfig(
-            policy=tiny_policy_config(), windows=windows.config, batch_size=4, max_steps=1, warmup_steps=1
-        ),
-        tmp_path / "run",
-        windows,
-    ).fit(progress=False)
+    policy = trained_policy(windows, tmp_path / "run", steps=1)
     torch.manual_seed(0)
     generator = FlowGenerator(tiny_generator_config()).save(tmp_path / "generator.pt")
     cfg = EvalConfig(
-        policy=str(tmp_path / "run" / "policy_ema.pt"),
+        policy=str(policy),
         demos=str(demos_root),
         tasks=["pick_place", "open_drawer"],
         episodes=1,

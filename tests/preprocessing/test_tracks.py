@@ -7,6 +7,7 @@ from preprocessing.tracks import (
     grid_in_box,
     grid_in_mask,
     moving_mask,
+    pixel_indices,
     resample_tracks,
     to_normalized,
     to_pixels,
@@ -22,6 +23,13 @@ def test_pixel_round_trip_and_pixel_centre_convention():
     np.testing.assert_allclose(to_pixels(norm, (256, 128)), px, atol=1e-4)
     # the same normalised point lands on the same content after a 2x resize (centre of pixel 0 → 0.5)
     np.testing.assert_allclose(to_pixels(norm[:1], (512, 256)), [[0.5, 0.5]], atol=1e-5)
+
+
+def test_pixel_indices_name_the_pixel_a_point_falls_in_and_stay_inside():
+    points = np.array([[0.0, 0.0], [0.999, 0.5], [1.0, 1.0], [-0.2, 1.3], [12.5 / 256, 3.99 / 128]])
+    np.testing.assert_array_equal(
+        pixel_indices(points, (256, 128)), [[0, 0], [255, 64], [255, 127], [0, 127], [12, 3]]
+    )
 
 
 def test_box_to_normalized_checks_the_box():
