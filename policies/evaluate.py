@@ -28,7 +28,14 @@ from policies.sim.scene import SceneConfig
 from policies.train import load_policy
 from preprocessing.dataset import DatasetError, FlowDataset
 from preprocessing.trackers import TRACKERS, OnlineTracker, Tracker
-from preprocessing.tracks import grid_in_box, moving_mask, pixel_indices, resample_tracks
+from preprocessing.tracks import (
+    fill_lost_points,
+    follow_neighbours,
+    grid_in_box,
+    moving_mask,
+    pixel_indices,
+    resample_tracks,
+)
 from preprocessing.video import write_video
 from preprocessing.visualize import draw_tracks, draw_trajectories
 
@@ -61,6 +68,10 @@ class EvalConfig:
     """plan_source=tracked: track only the grid points that lie on the object in the demo's first-frame
     segmentation, not the whole box. Measured (train_medium policy, medoid of 8, oracle): pick & place
     1 → 5 of 20, drawer 4 → 0 of 20; off until the drawer's loss is understood."""
+    fill_lost: bool = True
+    """Tracked points a tracker lost (plan and online) move with their visible neighbours instead of
+    standing where they were last seen (``preprocessing.tracks.fill_lost_points``), like the
+    simulator's tracks behind an occluder, which the policy trained on."""
     action_horizon: int = 8
     guidance_scale: float | None = None
     """Classifier-free guidance on the flow (None: the policy's own setting; see FlowPolicyConfig)."""
@@ -117,7 +128,12 @@ def on_object(view, queries: np.ndarray) -> np.ndarray:
 
 
 def plan_from_demo(
-    view, source: str, grid: int = 32, tracker: Tracker | None = None, on_object_only: bool = False
+    view,
+    source: str,
+    grid: int = 32,
+    tracker: Tracker | None = None,
+    on_object_only: bool = False,
+    fill_lost: bool = True,
 ) -> tuple[np.ndarray, np.ndarray]:
     """(tracks, visibility) of the demo's moving object points, from its video or from the simulator."""
     if source not in ("tracked", "ground_truth"):
@@ -130,6 +146,8 @@ def plan_from_demo(
         if on_object_only:
             queries = on_object(view, queries)
         tracks, vis = (tracker or TRACKERS.build("lk")).track(frames, queries)
+        if fill_lost:
+            tracks = fill_lost_points(tracks, vis)
     moving = moving_mask(tracks, vis) & vis[0]
     keep = np.flatnonzero(moving) if moving.any() else np.flatnonzero(vis[0])
     return tracks[:, keep], vis[:, keep]
@@ -217,7 +235,11 @@ def rollout(
     else:
         scene = np.asarray(view.frame(0))
         tracks, vis = plan_from_demo(
-            view, cfg.plan_source, tracker=trackers[0], on_object_only=cfg.plan_on_object
+            view,
+            cfg.plan_source,
+            tracker=trackers[0],
+            on_object_only=cfg.plan_on_object,
+            fill_lost=cfg.fill_lost,
         )
     rng = np.random.default_rng((cfg.seed, seed))
     pick = rng.choice(tracks.shape[1], size=cfg.num_points, replace=tracks.shape[1] < cfg.num_points)
@@ -259,6 +281,10 @@ def rollout(
             peak = {k: max(v, peak[k]) for k, v in env.progress().items()}
             frame = env.render()
             current_xy, current_vis = online.step(frame)
+            if cfg.fill_lost and trackers[1] is not None:  # the oracle's positions are already true
+                current_xy = follow_neighbours(
+                    np.stack([*seen, current_xy]), np.stack([*seen_vis, current_vis]), -1
+                )
             proprio.append(env.proprio())
             frames.append(frame)
             seen.append(current_xy)

@@ -30,12 +30,15 @@ CLOTH_SPACING = 0.025
 
 
 def speckle_material(name: str, rgb: tuple[float, float, float], mark: tuple[float, float, float]) -> str:
-    """A texture of random speckles: trackable, yet the object keeps its colour."""
+    """A texture of random speckles: trackable, yet the object keeps its colour.
+
+    ``rgb2`` too: a flat cube texture paints one face with it (MuJoCo's default grey), which left the
+    drawer's front a dull grey that LK could not hold (tested)."""
     r, g, b = rgb
     mr, mg, mb = mark
     return f"""
     <texture name="{name}_tex" type="cube" builtin="flat" width="128" height="128" rgb1="{r} {g} {b}"
-             mark="random" random="0.12" markrgb="{mr} {mg} {mb}"/>
+             rgb2="{r} {g} {b}" mark="random" random="0.12" markrgb="{mr} {mg} {mb}"/>
     <material name="{name}_mat" texture="{name}_tex" texuniform="false"/>"""
 
 

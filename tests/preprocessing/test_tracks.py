@@ -4,6 +4,8 @@ import pytest
 from preprocessing.tracks import (
     TrackShapeError,
     box_to_normalized,
+    fill_lost_points,
+    follow_neighbours,
     grid_in_box,
     grid_in_mask,
     moving_mask,
@@ -110,3 +112,29 @@ def test_moving_mask_uses_visible_positions_in_256_pixels():
     vis[5, 2] = False
     np.testing.assert_array_equal(moving_mask(tracks, vis), [True, False, False])
     np.testing.assert_array_equal(moving_mask(tracks, vis, threshold_px=1.0), [True, True, False])
+
+
+def test_lost_points_follow_their_visible_neighbours_and_stay_not_visible():
+    t = np.arange(6, dtype=np.float32)
+    # three points moving right by 0.01 per frame, a fourth far away standing still
+    tracks = np.zeros((6, 4, 2), np.float32)
+    tracks[:, :3, 0] = 0.2 + 0.01 * t[:, None] + np.array([0.0, 0.02, 0.04])
+    tracks[:, :3, 1] = 0.5
+    tracks[:, 3] = 0.9
+    vis = np.ones((6, 4), bool)
+    vis[3:, 1] = False  # lost from frame 3: a tracker leaves it at its frame-2 position
+    tracks[3:, 1] = tracks[2, 1]
+    filled = fill_lost_points(tracks, vis, neighbours=2)
+    expected_x = 0.2 + 0.02 + 0.01 * t[3:]
+    np.testing.assert_allclose(filled[3:, 1, 0], expected_x, atol=1e-5)  # it keeps moving with them
+    np.testing.assert_array_equal(filled[:, [0, 2, 3]], tracks[:, [0, 2, 3]])  # the seen ones are kept
+    np.testing.assert_array_equal(filled[:3], tracks[:3])
+    np.testing.assert_allclose(follow_neighbours(tracks, vis, -1, neighbours=2), filled[-1], atol=1e-6)
+
+
+def test_points_without_a_seen_neighbour_keep_their_positions():
+    tracks = np.random.default_rng(0).random((4, 3, 2)).astype(np.float32)
+    vis = np.ones((4, 3), bool)
+    vis[2:, :] = False  # nobody seen at frames 2-3: nothing to follow
+    vis[:, 2] = False  # never seen
+    np.testing.assert_array_equal(fill_lost_points(tracks, vis), tracks)
