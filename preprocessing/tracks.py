@@ -102,7 +102,7 @@ def fill_lost_points(tracks: np.ndarray, visibility: np.ndarray, neighbours: int
 
 
 def follow_neighbours(tracks: np.ndarray, visibility: np.ndarray, t: int, neighbours: int = 8) -> np.ndarray:
-    """Frame ``t`` of :func:`fill_lost_points` alone (online use: only the newest frame is needed)."""
+    """Frame ``t`` of :func:`fill_lost_points`: its lost points moved with their seen neighbours."""
     t = t % len(tracks)
     out = np.array(tracks[t], dtype=np.float32, copy=True)
     seen = np.where(visibility[: t + 1], np.arange(t + 1)[:, None], -1)
