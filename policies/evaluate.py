@@ -62,25 +62,31 @@ class EvalConfig:
     """Config of the online tracker, e.g. {checkpoint: models/cotracker3/scaled_online.pth}."""
     plan_tracker: str = "lk"
     """plan_source=tracked: the tracker run over the demo video (lk, cotracker3)."""
-    plan_tracker_args: dict[str, Any] = field(default_factory=dict)
-    plan_on_object: bool = False
+    plan_tracker_args: dict[str, Any] = field(default_factory=lambda: {"win_size": 15})
+    """Config of the plan tracker. LK's 15-pixel window (its default is 21) straddles the drawer front's
+    edge less: the plan's lag behind the simulator's flow fell from 4–6 to 3–4 px, and the drawer rose
+    from 12 to 19 of 20 (on-object plan, medoid of 16)."""
+    plan_on_object: bool = True
     """plan_source=tracked: track only the grid points that lie on the object in the demo's first-frame
-    segmentation, not the whole box. Measured (train_medium policy, medoid of 8, oracle): pick & place
-    1 → 5 of 20, drawer 4 → 0 of 20; off until the drawer's loss is understood."""
+    segmentation (what a SAM mask gives on a human video), not the whole box, whose table points pull
+    the policy's object frame off the object. Measured (train_medium policy, oracle, README Results):
+    pick & place 4 → 12 of 20 with the medoid of 16."""
     fill_lost: bool = True
     """Plan points the tracker lost move with their visible neighbours instead of standing where they
     were last seen (``preprocessing.tracks.fill_lost_points``), like the simulator's tracks behind an
-    occluder, which the policy trained on. Measured (README, Results): LK plan, drawer 4 → 18 of 20.
+    occluder, which the policy trained on. Measured (README, Results; with the sim texture fix): LK
+    plan, drawer 4 → 18 of 20.
     Not done for the online tracker's points: there the arm covers the object, the neighbours ride on
     the arm, and the drawer fell from 13 to 1 of 20."""
     action_horizon: int = 8
     guidance_scale: float | None = None
     """Classifier-free guidance on the flow (None: the policy's own setting; see FlowPolicyConfig)."""
     max_chunks: int = 20
-    action_samples: int = 8
+    action_samples: int = 16
     """Chunks sampled per replanning step; the medoid (closest on average to the others) is executed.
     More than 1 trades inference time for precision: the scatter between samples is about half of the
-    grasp error (see README, Results)."""
+    grasp error. Pick & place (simulator's flow, oracle): 1 → 4, 8 → 9, 16 → 13 of 20; 32 gave no more
+    than 16 (README, Results)."""
     num_points: int = 64
     """Plan points given to the policy (drawn with replacement when the plan has fewer)."""
     videos: bool = True

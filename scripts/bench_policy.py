@@ -2,7 +2,7 @@
 training time (from the run's metrics.csv), and the action latency (ms per chunk, 16 DDIM steps).
 
     .venv/bin/python scripts/bench_policy.py --run outputs/policy --demos outputs/sim_demos/dataset.zarr \
-        [--episodes 20] [--action-samples 8] [--tasks pick_place open_drawer] \
+        [--episodes 20] [--action-samples 16] [--tasks pick_place open_drawer] \
         [--out outputs/bench/policy.jsonl]
 """
 
@@ -63,7 +63,7 @@ def main() -> None:
     parser.add_argument("--plan-source", default="tracked", choices=["tracked", "ground_truth"])
     parser.add_argument("--tasks", nargs="+", default=TASKS, choices=TASKS)
     parser.add_argument(
-        "--action-samples", type=int, default=8, help="chunks sampled per step; the medoid is executed"
+        "--action-samples", type=int, default=16, help="chunks sampled per step; the medoid is executed"
     )
     parser.add_argument("--out", type=Path, default=REPO / "outputs" / "bench" / "policy.jsonl")
     args = parser.parse_args()
