@@ -64,7 +64,7 @@ class EvalConfig:
     """plan_source=tracked: the tracker run over the demo video (lk, cotracker3)."""
     plan_tracker_args: dict[str, Any] = field(default_factory=lambda: {"win_size": 15})
     """Config of the plan tracker. LK's 15-pixel window (its default is 21) straddles the drawer front's
-    edge less: the plan's lag behind the simulator's flow fell from 4–6 to 3–4 px, and the drawer rose
+    edge less: the filled plan's lag behind the simulator's flow fell from 6–8 to 4–6 px, and the drawer rose
     from 12 to 19 of 20 (on-object plan, medoid of 16)."""
     plan_on_object: bool = True
     """plan_source=tracked: track only the grid points that lie on the object in the demo's first-frame
