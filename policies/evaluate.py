@@ -279,8 +279,7 @@ def rollout(
             "proprio": torch.from_numpy(np.stack(proprio[-pc.obs_horizon :]))[None],
         }
         noise = torch.Generator().manual_seed(seed + steps)
-        if cfg.action_samples > 1:
-            obs = {k: v.expand(cfg.action_samples, *v.shape[1:]) for k, v in obs.items()}
+        obs = {k: v.expand(cfg.action_samples, *v.shape[1:]) for k, v in obs.items()}
         chunk = medoid_chunk(policy.predict_action(obs, noise, cfg.guidance_scale).numpy())
         for vector in chunk[: cfg.action_horizon]:
             env.step(Action.from_vector(vector))

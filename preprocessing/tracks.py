@@ -97,29 +97,21 @@ def fill_lost_points(tracks: np.ndarray, visibility: np.ndarray, neighbours: int
     """
     validate_tracks(tracks, visibility)
     out = np.array(tracks, dtype=np.float32, copy=True)
+    seen = np.where(visibility, np.arange(len(tracks))[:, None], -1)
+    last_seen = np.maximum.accumulate(seen, axis=0)  # (T, N): last visible frame at or before t
     for t in range(1, len(tracks)):
-        out[t] = follow_neighbours(tracks, visibility, t, neighbours)
-    return out
-
-
-def follow_neighbours(tracks: np.ndarray, visibility: np.ndarray, t: int, neighbours: int = 8) -> np.ndarray:
-    """Frame ``t`` of :func:`fill_lost_points`: its lost points moved with their seen neighbours."""
-    t = t % len(tracks)
-    out = np.array(tracks[t], dtype=np.float32, copy=True)
-    seen = np.where(visibility[: t + 1], np.arange(t + 1)[:, None], -1)
-    last_seen = seen.max(axis=0)  # (N,): last visible frame at or before t
-    lost = np.flatnonzero(~visibility[t] & (last_seen >= 0))
-    for s in np.unique(last_seen[lost]):
-        points = lost[last_seen[lost] == s]
-        guides = np.flatnonzero(visibility[s] & visibility[t])
-        if len(guides) == 0:
-            continue
-        distance = np.linalg.norm(tracks[s][points][:, None] - tracks[s][guides][None], axis=-1)
-        nearest = np.argsort(distance, axis=1)[:, :neighbours]
-        weight = 1.0 / (np.take_along_axis(distance, nearest, axis=1) + 1e-3)
-        moved = tracks[t, guides] - tracks[s, guides]  # (G, 2)
-        shift = (weight[..., None] * moved[nearest]).sum(axis=1) / weight.sum(axis=1, keepdims=True)
-        out[points] = tracks[s, points] + shift
+        lost = np.flatnonzero(~visibility[t] & (last_seen[t] >= 0))
+        for s in np.unique(last_seen[t, lost]):
+            points = lost[last_seen[t, lost] == s]
+            guides = np.flatnonzero(visibility[s] & visibility[t])
+            if len(guides) == 0:
+                continue
+            distance = np.linalg.norm(tracks[s][points][:, None] - tracks[s][guides][None], axis=-1)
+            nearest = np.argsort(distance, axis=1)[:, :neighbours]
+            weight = 1.0 / (np.take_along_axis(distance, nearest, axis=1) + 1e-3)
+            moved = tracks[t, guides] - tracks[s, guides]  # (G, 2)
+            shift = (weight[..., None] * moved[nearest]).sum(axis=1) / weight.sum(axis=1, keepdims=True)
+            out[t, points] = tracks[s, points] + shift
     return out
 
 
