@@ -149,6 +149,7 @@ def test_closed_loop_evaluation_runs_one_short_episode_per_task(windows, demos_r
             episode = row["per_episode"][0]
             if tracker == "oracle":  # the simulator sees the object's points at the end
                 assert episode["plan_error_px"] is not None and episode["plan_error_px"] >= 0
+            assert episode["grasp_offset_cm"] is None or episode["grasp_offset_cm"] >= 0
             assert episode["progress"] and all(
                 episode["peak"][k] >= v for k, v in episode["progress"].items()
             )
@@ -160,11 +161,34 @@ def test_closed_loop_evaluation_runs_one_short_episode_per_task(windows, demos_r
     videos = sorted((tmp_path / "eval" / "videos").glob("*.mp4"))
     assert len(videos) == 12 and probe_video(videos[0]).num_frames == 5
     assert (tmp_path / "eval" / "summary_tracked_lk.md").read_text().startswith("| task |")
-    assert (
-        "- open_drawer: at the end drawer_opening_cm"
-        in (tmp_path / "eval" / "summary_tracked_lk.md").read_text()
-    )
+    summary_md = (tmp_path / "eval" / "summary_tracked_lk.md").read_text()
+    assert "- open_drawer: at the end drawer_opening_cm" in summary_md
+    assert "first close within 2 cm of the grasp point in" in summary_md
     assert (tmp_path / "eval" / "summary_tracked_cotracker3-online.json").is_file()
+
+
+def test_grasp_offset_is_small_where_the_scripted_expert_closes_on_the_mug():
+    import numpy as np
+
+    from policies.evaluate import grasp_offset_cm
+    from policies.sim.agents import follow
+    from policies.sim.env import SimEnv
+    from policies.sim.robot import MAX_WIDTH
+    from policies.sim.scene import SceneConfig
+
+    env = SimEnv("pick_place", "robot", SceneConfig(image_size=(64, 64)))
+    try:
+        env.reset(3)
+        at_start = grasp_offset_cm(env)
+        waypoints = env.task.expert(env.model, env.data, np.random.default_rng(0))
+        for action in follow(env, waypoints):
+            if action.gripper < MAX_WIDTH / 2:
+                at_close = grasp_offset_cm(env)
+                break
+            env.step(action)
+    finally:
+        env.close()
+    assert at_start > 20 and at_close < 2  # the expert grasps 1 cm above the mug's centre
 
 
 def test_plan_error_measures_the_visible_points_at_the_last_frame():
