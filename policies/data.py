@@ -10,7 +10,9 @@ not on the robot, by the episode's masks (segmentation-based in the sim — no p
 - ``plan``: the whole episode's flow resampled to P frames — what the policy is told to do;
 - ``remaining``: the flow from t to the end resampled to P frames — what is left (the alignment target);
 - ``current``: the points' positions and visibility at t (what the online tracker reports);
-- ``points_3d``: their 3-D positions at frame 0 from the depth image and the recorded camera.
+- ``points_3d``: their 3-D positions at frame 0 from the depth image and the recorded camera;
+- ``end_3d``: what the frame-0 depth image shows at the pixel where each point's plan ends
+  (``plan_end_3d``, see ``FlowPolicyConfig``).
 """
 
 from __future__ import annotations
@@ -47,11 +49,19 @@ class _PlayEpisode:
     action: np.ndarray  # (T, A)
     proprio: np.ndarray  # (T, P)
     plan: np.ndarray  # (P, N, 3) whole-episode flow resampled, (x, y, vis)
+    end_3d: np.ndarray  # (N, 3)
 
 
 def _flow(tracks: np.ndarray, visibility: np.ndarray, frames: int) -> np.ndarray:
     resampled, vis, _ = resample_tracks(tracks, visibility, frames)
     return np.concatenate([resampled, vis[..., None].astype(np.float32)], axis=-1)
+
+
+def lift_onto_depth(xy: np.ndarray, depth: np.ndarray, camera) -> np.ndarray:
+    """(N, 2) image positions in [0, 1] → (N, 3): the 3-D points the depth image shows there."""
+    h, w = depth.shape
+    px = pixel_indices(xy, (w, h))
+    return camera.unproject(xy, depth[px[:, 1], px[:, 0]]).astype(np.float32)
 
 
 def load_play_episode(view, plan_frames: int) -> _PlayEpisode:
@@ -64,13 +74,13 @@ def load_play_episode(view, plan_frames: int) -> _PlayEpisode:
     if len(chosen) == 0:  # nothing moved in this episode: every object point is a valid (static) target
         chosen = np.flatnonzero(~robot)
     depth = view.array("depth", 0).astype(np.float32) if "depth" in keys else None
-    w, h = view.frame_size
+    plan = _flow(tracks, visibility, plan_frames)
     if depth is not None and "camera_intrinsics" in view.attrs:
-        camera = camera_from_attrs(view.attrs, (w, h))
-        px = pixel_indices(tracks[0], (w, h))
-        points_3d = camera.unproject(tracks[0], depth[px[:, 1], px[:, 0]]).astype(np.float32)
+        camera = camera_from_attrs(view.attrs, view.frame_size)
+        points_3d = lift_onto_depth(tracks[0], depth, camera)
+        end_3d = lift_onto_depth(plan[-1, :, :2], depth, camera)
     else:
-        points_3d = np.zeros((tracks.shape[1], 3), np.float32)
+        points_3d = end_3d = np.zeros((tracks.shape[1], 3), np.float32)
     return _PlayEpisode(
         name=view.name,
         tracks=tracks,
@@ -79,7 +89,8 @@ def load_play_episode(view, plan_frames: int) -> _PlayEpisode:
         points_3d=points_3d,
         action=view.array("action").astype(np.float32),
         proprio=view.array("proprio").astype(np.float32),
-        plan=_flow(tracks, visibility, plan_frames),
+        plan=plan,
+        end_3d=end_3d,
     )
 
 
@@ -128,6 +139,7 @@ class PlayWindows(Dataset):
             "current": torch.from_numpy(current),
             "initial": torch.from_numpy(ep.plan[0, points]),
             "points_3d": torch.from_numpy(ep.points_3d[points]),
+            "end_3d": torch.from_numpy(ep.end_3d[points]),
             "proprio": torch.from_numpy(ep.proprio[obs_steps]),
             "action": torch.from_numpy(ep.action[act_steps]),
             "episode": torch.tensor(e),

@@ -60,6 +60,11 @@ class FlowPolicyConfig:
     """Let the action U-Net cross-attend to per-point plan tokens (see the module docstring)."""
     point_attention_depth: int = 1
     """Self-attention layers over the per-point plan tokens before the U-Net reads them."""
+    plan_end_3d: bool = False
+    """Give each per-point token ``end_3d``: the 3-D point that the pixel where the plan ends shows in the
+    initial depth image (for a mug taken to a plate, a point on the plate), in the object frame. A 2-D flow
+    says where the object ends only in the image; this lifts it onto the scene, so the policy need not learn
+    the camera's projection to place precisely. Needs ``point_attention`` and ``object_frame``."""
     condition_dropout: float = 0.0
     """Probability, per training sample, of replacing the flow condition (the remaining-flow embedding) by
     a learned null embedding, so that sampling can use classifier-free guidance on the flow."""
@@ -151,19 +156,30 @@ class PointPlanTokens(nn.Module):
     offset_scale = 8.0
     """Image offsets are fractions of the image; ×8 brings a typical motion to order one."""
 
-    def __init__(self, dim: int, plan_frames: int, heads: int, depth: int) -> None:
+    def __init__(self, dim: int, plan_frames: int, heads: int, depth: int, end_3d: bool = False) -> None:
         super().__init__()
         self.track = nn.Sequential(
             nn.Linear(3 * plan_frames, dim), nn.GELU(), nn.Linear(dim, dim), nn.LayerNorm(dim)
         )
+        self.end = nn.Sequential(nn.Linear(3, dim), nn.GELU(), nn.Linear(dim, dim)) if end_3d else None
         self.mix = transformer_encoder(dim, depth, heads) if depth else nn.Identity()
 
-    def forward(self, tokens: torch.Tensor, current: torch.Tensor, plan: torch.Tensor) -> torch.Tensor:
-        """tokens (B, N, dim) of the current points; current (B, N, 3); plan (B, F, N, 3) → (B, N, dim)."""
+    def forward(
+        self,
+        tokens: torch.Tensor,
+        current: torch.Tensor,
+        plan: torch.Tensor,
+        end_3d: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """tokens (B, N, dim) of the current points; current (B, N, 3); plan (B, F, N, 3); end_3d (B, N, 3)
+        normalised, when the policy uses it → (B, N, dim)."""
         offsets = self.offset_scale * (plan[..., :2] - current[:, None, :, :2]).permute(0, 2, 1, 3)
         visible = plan[..., 2:].permute(0, 2, 1, 3)
         track = torch.cat([offsets, visible], dim=-1).flatten(2)
-        return self.mix(tokens + self.track(track))
+        tokens = tokens + self.track(track)
+        if self.end is not None:
+            tokens = tokens + self.end(end_3d)
+        return self.mix(tokens)
 
 
 class FlowPolicy(nn.Module):
@@ -184,8 +200,10 @@ class FlowPolicy(nn.Module):
         self.remaining_encoder = TokenTransformer(c.dim, c.remaining_depth, c.heads, positional=True)
         self.plan_dropout = nn.Dropout(c.plan_dropout)
         self.null_plan = nn.Parameter(torch.zeros(1, c.dim)) if c.condition_dropout > 0 else None
+        if c.plan_end_3d and not (c.point_attention and c.object_frame):
+            raise ValueError("plan_end_3d needs point_attention and object_frame")
         self.point_tokens = (
-            PointPlanTokens(c.dim, c.plan_frames, c.heads, c.point_attention_depth)
+            PointPlanTokens(c.dim, c.plan_frames, c.heads, c.point_attention_depth, c.plan_end_3d)
             if c.point_attention
             else None
         )
@@ -249,8 +267,11 @@ class FlowPolicy(nn.Module):
         plan = self._encode_frames(batch["plan"], descriptor)
         sequence = torch.cat([state[:, None], proprio[:, None], plan], dim=1)
         predicted = self.align(sequence.detach())
+        end_3d = None
+        if self.config.plan_end_3d:
+            end_3d = self.normalizer.normalize("object_position", batch["end_3d"] - anchor)
         context = (
-            self.point_tokens(current_tokens, batch["current"], batch["plan"])
+            self.point_tokens(current_tokens, batch["current"], batch["plan"], end_3d)
             if self.point_tokens is not None
             else None
         )

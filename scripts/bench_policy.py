@@ -40,6 +40,7 @@ def action_latency_ms(
             "plan": torch.rand(1, c.plan_frames, n, 3),
             "current": torch.rand(1, n, 3),
             "points_3d": torch.rand(1, n, 3),
+            "end_3d": torch.rand(1, n, 3),
             "proprio": torch.rand(1, c.obs_horizon, c.proprio_dim),
         }
     batch = {k: v.expand(samples, *v.shape[1:]) for k, v in batch.items()}

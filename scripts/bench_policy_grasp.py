@@ -26,7 +26,7 @@ from preprocessing.bench_log import append_row
 REPO = Path(__file__).resolve().parents[1]
 CLOSED_BELOW = 0.05
 """Gripper commands below this (metres of opening) count as closed; play commands 0 or 0.1."""
-INPUTS = ("plan", "current", "points_3d", "proprio")
+INPUTS = ("plan", "current", "points_3d", "end_3d", "proprio")
 POSITION, GRIPPER = slice(0, 3), 9
 """Where the end-effector position and the gripper width sit in an action vector (``Action.as_vector``)."""
 

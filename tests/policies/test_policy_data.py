@@ -46,6 +46,11 @@ def test_points_are_moving_object_points_and_lift_to_3d(play_root):
     xy, _ = camera.project(ep.points_3d[ep.object_points])
     np.testing.assert_allclose(xy, view.tracks[0, ep.object_points], atol=1.5 / 96)  # lifted points reproject
     assert (ep.points_3d[ep.object_points, 2] > -0.01).all()  # on or above the table top
+    # where each plan ends, lifted onto the first frame's depth: reprojects to that pixel, on the scene
+    end_xy, _ = camera.project(ep.end_3d[ep.object_points])
+    np.testing.assert_allclose(end_xy, ep.plan[-1, ep.object_points, :2], atol=1.5 / 96)
+    assert (ep.end_3d[ep.object_points, 2] > -0.01).all()
+    assert not np.allclose(ep.end_3d[ep.object_points], ep.points_3d[ep.object_points])  # the object moved
     i = next(k for k, (e, _) in enumerate(data.index) if data.episodes[e] is ep) + 5
     a, b = data[i], data[i]
     assert torch.equal(a["current"], b["current"])  # deterministic for the same index and epoch
