@@ -13,6 +13,9 @@
   3-D position and its whole plan trajectory relative to where it is now; the U-Net cross-attends to them.
   The pooled condition let the small policy ignore the flow (the noise, not the flow, picked grasp or push);
   per-point tokens keep where each point must go in reach of every denoising step.
+- Optional ``plan_end_3d``: each per-point token also gets where its plan ends, lifted onto the initial
+  depth image (the 3-D point that pixel shows), so where to put the object is given on the scene, not only
+  in the image.
 - The normaliser is part of the module, so it is saved and loaded with the weights.
 """
 
