@@ -109,6 +109,9 @@ class EpisodeResult:
     plan_error_px: float = float("nan")
     """How far the object's points end from where the plan's last frame puts them (mean, pixels of the
     frame, points visible in both): a task-free measure of following the flow, also for play plans."""
+    motion_fraction: float = float("nan")
+    """How much of the planned motion the object made: its points' displacement projected on the plan's,
+    over the plan's squared (1 = all of it, below 1 = stopped short), points visible at both ends."""
     grasp_offset_cm: float = float("nan")
     """Where the gripper was first commanded closed: its distance to the nearest grasp point (the mug's
     centre, the drawer handle). NaN when it never closed."""
@@ -126,6 +129,19 @@ def final_plan_error(
         return float("nan")
     offset = (seen[-1][both] - plan[-1][both]) * np.asarray(size, np.float32)
     return float(np.linalg.norm(offset, axis=-1).mean())
+
+
+def motion_fraction(
+    plan: np.ndarray, plan_vis: np.ndarray, seen: np.ndarray, seen_vis: np.ndarray, size: tuple[int, int]
+) -> float:
+    """Σ (seen displacement · planned displacement) / Σ |planned displacement|² over the points visible at
+    the start and the end of both (pixel units, so both image axes weigh the same)."""
+    both = plan_vis[0] & plan_vis[-1] & seen_vis[0] & seen_vis[-1]
+    scale = np.asarray(size, np.float32)
+    planned = (plan[-1][both] - plan[0][both]) * scale
+    done = (seen[-1][both] - seen[0][both]) * scale
+    total = float((planned**2).sum())
+    return float((done * planned).sum()) / total if total > 0 else float("nan")
 
 
 def on_object(view, queries: np.ndarray) -> np.ndarray:
@@ -325,6 +341,7 @@ def rollout(
         )
         write_video(out_dir / "videos" / name, side, fps=env.scene.control_hz)
     error = final_plan_error(tracks, vis, np.stack(seen), np.stack(seen_vis), (w, h))
+    fraction = motion_fraction(tracks, vis, np.stack(seen), np.stack(seen_vis), (w, h))
     return EpisodeResult(
         env.task.name,
         view.name,
@@ -334,6 +351,7 @@ def rollout(
         env.progress(),
         peak,
         error,
+        fraction,
         grasp_offset,
         held,
     )
@@ -352,6 +370,10 @@ def _median(values: list[float]) -> float | None:
 
 def _format_px(value: float | None) -> str:
     return "—" if value is None else f"{value:.1f} px"
+
+
+def _format_fraction(value: float | None) -> str:
+    return "—" if value is None else f"{value:.0%}"
 
 
 def _format_cm(value: float | None) -> str:
@@ -395,6 +417,7 @@ def evaluate(cfg: EvalConfig, out_dir: str | Path, progress: bool = True) -> dic
                 "mean_progress": _mean_of(r.progress for r in rs),
                 "mean_peak": _mean_of(r.peak for r in rs),
                 "median_plan_error_px": _median([r.plan_error_px for r in rs]),
+                "median_motion_fraction": _median([r.motion_fraction for r in rs]),
                 "median_grasp_offset_cm": _median([r.grasp_offset_cm for r in rs]),
                 "held": sum(r.held for r in rs),
                 "per_episode": [
@@ -404,6 +427,7 @@ def evaluate(cfg: EvalConfig, out_dir: str | Path, progress: bool = True) -> dic
                         "progress": r.progress,
                         "peak": r.peak,
                         "plan_error_px": r.plan_error_px if np.isfinite(r.plan_error_px) else None,
+                        "motion_fraction": r.motion_fraction if np.isfinite(r.motion_fraction) else None,
                         "grasp_offset_cm": r.grasp_offset_cm if np.isfinite(r.grasp_offset_cm) else None,
                         "held": r.held,
                     }
@@ -427,6 +451,7 @@ def evaluate(cfg: EvalConfig, out_dir: str | Path, progress: bool = True) -> dic
     lines += [
         f"- {t}: at the end {_describe(row['mean_progress'])}; peak {_describe(row['mean_peak'])}; "
         f"median distance to the plan's last frame {_format_px(row['median_plan_error_px'])}; "
+        f"planned motion made {_format_fraction(row['median_motion_fraction'])} (median); "
         f"object held in {row['held']} of {row['episodes']}, the gripper first closed "
         f"{_format_cm(row['median_grasp_offset_cm'])} from the grasp point (median)"
         for t, row in summary["tasks"].items()

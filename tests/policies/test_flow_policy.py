@@ -164,7 +164,7 @@ def test_closed_loop_evaluation_runs_one_short_episode_per_task(windows, demos_r
     assert (tmp_path / "eval" / "summary_tracked_lk.md").read_text().startswith("| task |")
     summary_md = (tmp_path / "eval" / "summary_tracked_lk.md").read_text()
     assert "- open_drawer: at the end drawer_opening_cm" in summary_md
-    assert "object held in" in summary_md
+    assert "object held in" in summary_md and "planned motion made" in summary_md
     assert (tmp_path / "eval" / "summary_tracked_cotracker3-online.json").is_file()
 
 
@@ -207,6 +207,23 @@ def test_plan_error_measures_the_visible_points_at_the_last_frame():
     seen_vis[-1, 1] = False
     assert final_plan_error(plan, vis, seen, seen_vis, (100, 50)) == pytest.approx(10.0)
     assert np.isnan(final_plan_error(plan, vis, seen, np.zeros_like(vis), (100, 50)))
+
+
+def test_motion_fraction_says_how_much_of_the_planned_motion_was_made():
+    import numpy as np
+
+    from policies.evaluate import motion_fraction
+
+    plan = np.zeros((3, 2, 2), np.float32)
+    plan[-1] = [[0.4, 0.0], [0.0, 0.2]]  # 40 px right, 10 px down in a 100 × 50 frame
+    vis = np.ones((3, 2), bool)
+    half = plan * 0.5
+    assert motion_fraction(plan, vis, half, vis, (100, 50)) == pytest.approx(0.5)
+    sideways = np.zeros_like(plan)
+    sideways[-1] = [[0.0, 0.4], [0.2, 0.0]]  # as far, but across the planned direction
+    assert motion_fraction(plan, vis, sideways, vis, (100, 50)) == pytest.approx(0.0, abs=1e-6)
+    assert motion_fraction(plan, vis, plan * 1.5, vis, (100, 50)) == pytest.approx(1.5)
+    assert np.isnan(motion_fraction(np.zeros_like(plan), vis, plan, vis, (100, 50)))  # nothing planned
 
 
 def test_plan_queries_can_be_kept_to_the_object_in_the_first_frame(demos_root):
