@@ -26,7 +26,7 @@ from torch.utils.data import Dataset
 
 from policies.sim.scene import camera_from_attrs
 from preprocessing.dataset import FlowDataset
-from preprocessing.tracks import pixel_indices, resample_tracks
+from preprocessing.tracks import resample_tracks
 
 
 @dataclass
@@ -57,13 +57,6 @@ def _flow(tracks: np.ndarray, visibility: np.ndarray, frames: int) -> np.ndarray
     return np.concatenate([resampled, vis[..., None].astype(np.float32)], axis=-1)
 
 
-def lift_onto_depth(xy: np.ndarray, depth: np.ndarray, camera) -> np.ndarray:
-    """(N, 2) image positions in [0, 1] → (N, 3): the 3-D points the depth image shows there."""
-    h, w = depth.shape
-    px = pixel_indices(xy, (w, h))
-    return camera.unproject(xy, depth[px[:, 1], px[:, 0]]).astype(np.float32)
-
-
 def load_play_episode(view, plan_frames: int) -> _PlayEpisode:
     """Everything a window needs from one stored play episode, in memory."""
     tracks, visibility = view.tracks, view.visibility
@@ -77,8 +70,8 @@ def load_play_episode(view, plan_frames: int) -> _PlayEpisode:
     plan = _flow(tracks, visibility, plan_frames)
     if depth is not None and "camera_intrinsics" in view.attrs:
         camera = camera_from_attrs(view.attrs, view.frame_size)
-        points_3d = lift_onto_depth(tracks[0], depth, camera)
-        end_3d = lift_onto_depth(plan[-1, :, :2], depth, camera)
+        points_3d = camera.lift(tracks[0], depth).astype(np.float32)
+        end_3d = camera.lift(plan[-1, :, :2], depth).astype(np.float32)
     else:
         points_3d = end_3d = np.zeros((tracks.shape[1], 3), np.float32)
     return _PlayEpisode(

@@ -20,12 +20,10 @@ import torch
 from tqdm import tqdm
 
 from im2flow.generator import FlowGenerator, load_generator
-from policies.data import lift_onto_depth
 from policies.flow_policy import FlowPolicy
 from policies.sim.env import Action, SimEnv
 from policies.sim.ground_truth import attach_points
 from policies.sim.record import EMBODIMENT_LABEL
-from policies.sim.robot import MAX_WIDTH
 from policies.sim.scene import SceneConfig
 from policies.train import load_policy
 from preprocessing.dataset import DatasetError, FlowDataset
@@ -288,8 +286,8 @@ def rollout(
     depth = env.renderer.depth(env.data)
     camera = env.camera()
     h, w = depth.shape
-    points_3d = lift_onto_depth(tracks[0], depth, camera)
-    end_3d = lift_onto_depth(plan_xy[-1], depth, camera)
+    points_3d = camera.lift(tracks[0], depth).astype(np.float32)
+    end_3d = camera.lift(plan_xy[-1], depth).astype(np.float32)
     online = trackers[1]
     if online is None:
         online = OnlineOracle(env, tracks[0])
@@ -316,7 +314,7 @@ def rollout(
         chunk = medoid_chunk(policy.predict_action(obs, noise, cfg.guidance_scale).numpy())
         for vector in chunk[: cfg.action_horizon]:
             action = Action.from_vector(vector)
-            if np.isnan(grasp_offset) and action.gripper < MAX_WIDTH / 2:
+            if np.isnan(grasp_offset) and action.closes:
                 grasp_offset = grasp_offset_cm(env)
             env.step(action)
             held = held or env.held is not None

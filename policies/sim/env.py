@@ -39,6 +39,11 @@ class Action:
     gripper: float
     """Opening between the finger pads in metres (0 = closed, MAX_WIDTH = open)."""
 
+    @property
+    def closes(self) -> bool:
+        """Below half open the gripper is told to close: the grasp hold starts, evaluation notes where."""
+        return self.gripper < MAX_WIDTH / 2
+
     def as_vector(self) -> np.ndarray:
         """(10,) = position, the first two columns of the rotation (the 6-D rotation), gripper width."""
         rot = np.asarray(self.rotation)
@@ -146,7 +151,7 @@ class SimEnv:
 
     def _update_grasp(self, action: Action) -> None:
         """Hold the nearest grasp point when the gripper is commanded closed; let go when opened."""
-        closing = action.gripper < MAX_WIDTH / 2
+        closing = action.closes
         self._closing_steps = self._closing_steps + 1 if closing else 0
         # the robot's fingers get one control step to close on the object before the hold starts
         settle = 2 if self.embodiment == "robot" else 1

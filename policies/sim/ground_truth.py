@@ -169,7 +169,7 @@ def attach_points(
     labels = object_labels(model, segmentation, objects)
     px = pixel_indices(xy, (w, h))
     index = labels[px[:, 1], px[:, 0]].astype(np.int32)
-    world = camera.unproject(xy, depth[px[:, 1], px[:, 0]])
+    world = camera.lift(xy, depth)
     anchor = np.zeros(len(xy), np.int64)  # body 0 = the world
     is_flex = np.zeros(len(xy), bool)
     offset = world.copy()

@@ -20,6 +20,7 @@ import mujoco
 import numpy as np
 
 from policies.sim.robot import robot_actuators, robot_defaults, robot_equality, ur5e_body
+from preprocessing.tracks import pixel_indices
 
 CAMERA = "front"
 
@@ -156,6 +157,12 @@ class Camera:
         cy = -(xy[..., 1] - 0.5) * self.height / self.focal * depth
         local = np.stack([cx, cy, -depth], axis=-1)
         return local @ self.rotation.T + self.position
+
+    def lift(self, xy: np.ndarray, depth_image: np.ndarray) -> np.ndarray:
+        """(N, 2) normalised image positions → (N, 3) world points: what the depth image shows there."""
+        h, w = depth_image.shape
+        px = pixel_indices(xy, (w, h))
+        return self.unproject(xy, depth_image[px[:, 1], px[:, 0]])
 
 
 def camera_from_attrs(attrs: dict, size: tuple[int, int]) -> Camera:

@@ -174,7 +174,6 @@ def test_grasp_offset_is_small_where_the_scripted_expert_closes_on_the_mug():
     from policies.evaluate import grasp_offset_cm
     from policies.sim.agents import follow
     from policies.sim.env import SimEnv
-    from policies.sim.robot import MAX_WIDTH
     from policies.sim.scene import SceneConfig
 
     env = SimEnv("pick_place", "robot", SceneConfig(image_size=(64, 64)))
@@ -183,7 +182,7 @@ def test_grasp_offset_is_small_where_the_scripted_expert_closes_on_the_mug():
         at_start = grasp_offset_cm(env)
         waypoints = env.task.expert(env.model, env.data, np.random.default_rng(0))
         for action in follow(env, waypoints):
-            if action.gripper < MAX_WIDTH / 2:
+            if action.closes:
                 at_close = grasp_offset_cm(env)
                 break
             env.step(action)
