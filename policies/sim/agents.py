@@ -80,18 +80,36 @@ def check_play_mix(mix: Sequence[str]) -> None:
 
 
 def play_actions(
-    env: SimEnv, rng: np.random.Generator, primitives: int = 3, mix: Sequence[str] = DEFAULT_PLAY_MIX
+    env: SimEnv,
+    rng: np.random.Generator,
+    primitives: int = 3,
+    mix: Sequence[str] = DEFAULT_PLAY_MIX,
+    place_on: float = 0.0,
 ) -> Iterator[Action]:
     """Goal-free play: ``primitives`` random primitives, each planned from the state it starts in."""
     check_play_mix(mix)
     for _ in range(primitives):
-        yield from follow(env, random_primitive(env, rng, mix))
+        yield from follow(env, random_primitive(env, rng, mix, place_on))
+
+
+def _set_down_spot(env: SimEnv, rng: np.random.Generator, z: float, place_on: float) -> np.ndarray:
+    """Where a carried object goes: with probability ``place_on`` onto one of the scene's other tops
+    (anywhere it stands on it), else anywhere on the table; ``z`` is its set-down height on the table."""
+    surfaces = env.task.surfaces(env.model, env.data)
+    if surfaces and place_on > 0 and rng.random() < place_on:
+        top = surfaces[str(rng.choice(sorted(surfaces)))]
+        angle, r = rng.uniform(0, 2 * math.pi), top.radius * math.sqrt(rng.random())
+        return top.centre + np.array([r * math.cos(angle), r * math.sin(angle), z])
+    return _random_spot(rng, z)
 
 
 def random_primitive(
-    env: SimEnv, rng: np.random.Generator, mix: Sequence[str] = DEFAULT_PLAY_MIX
+    env: SimEnv, rng: np.random.Generator, mix: Sequence[str] = DEFAULT_PLAY_MIX, place_on: float = 0.0
 ) -> list[Waypoint]:
-    """One random primitive on whatever the scene holds now: grasp-and-move, push, or reach."""
+    """One random primitive on whatever the scene holds now: grasp-and-move, push, or reach.
+
+    A carried object is brought upright at height before it goes down, and held still a moment before
+    the fingers open: set down while it still swung in the grasp, half the tilted mugs fell over."""
     points = env.task.grasp_points(env.model, env.data)
     kind = rng.choice(list(mix))
     name = str(rng.choice(sorted(points))) if points else None
@@ -123,16 +141,19 @@ def random_primitive(
         move = place
     else:
         lift = grasp + [0, 0, rng.uniform(0.08, 0.18)]
-        move = _random_spot(rng, lift[2])
-        place = np.array([move[0], move[1], grasp[2] + 0.02])
+        place = _set_down_spot(env, rng, grasp[2] + 0.02, place_on)
+        move = np.array([place[0], place[1], lift[2]])
     tilt = rng.uniform(-1.2, 1.2) if (name == "mug" and rng.random() < 0.3) else 0.0
+    upright = [Waypoint(move, CLOSED, 6, _rot(yaw))] if tilt else []
     return [
         Waypoint(grasp + [0, 0, 0.12], OPEN, int(rng.integers(8, 14)), _rot(yaw)),
         Waypoint(grasp, OPEN, 7, _rot(yaw)),
         Waypoint(grasp, CLOSED, 4, _rot(yaw)),
         Waypoint(lift, CLOSED, 6, _rot(yaw)),
         Waypoint(move, CLOSED, int(rng.integers(8, 16)), _rot(yaw, tilt)),
+        *upright,
         Waypoint(place, CLOSED, 6, _rot(yaw)),
+        Waypoint(place, CLOSED, 2, _rot(yaw)),
         Waypoint(place, OPEN, 3, _rot(yaw)),
         Waypoint(place + [0, 0, 0.1], OPEN, 5, _rot(yaw)),
     ]

@@ -24,6 +24,8 @@ MUG_RADIUS = 0.03
 MUG_HEIGHT = 0.09
 PLATE_RADIUS = 0.09
 BOWL_RADIUS = 0.08
+PLATE_HALF_HEIGHT = 0.006
+BOWL_BASE_TOP = 0.01
 DRAWER_TRAVEL = 0.2
 CLOTH_COUNT = 11
 CLOTH_SPACING = 0.025
@@ -61,8 +63,8 @@ def plate(pose: Pose2D, name: str = "plate") -> tuple[str, str]:
     """A flat white-blue plate fixed on the table."""
     asset = speckle_material(name, (0.85, 0.88, 0.95), (0.2, 0.3, 0.8))
     body = f"""
-    <body name="{name}" pos="{pose.x} {pose.y} 0.006">
-      <geom name="{name}_disc" type="cylinder" size="{PLATE_RADIUS} 0.006" material="{name}_mat"/>
+    <body name="{name}" pos="{pose.x} {pose.y} {PLATE_HALF_HEIGHT}">
+      <geom name="{name}_disc" type="cylinder" size="{PLATE_RADIUS} {PLATE_HALF_HEIGHT}" material="{name}_mat"/>
     </body>"""
     return asset, body
 
@@ -81,7 +83,8 @@ def bowl(pose: Pose2D, name: str = "bowl") -> tuple[str, str]:
         )
     body = f"""
     <body name="{name}" pos="{pose.x} {pose.y} 0">
-      <geom name="{name}_base" type="cylinder" size="{BOWL_RADIUS * 0.7} 0.005" pos="0 0 0.005" material="{name}_mat"/>
+      <geom name="{name}_base" type="cylinder" size="{BOWL_RADIUS * 0.7} {BOWL_BASE_TOP / 2}" pos="0 0 {BOWL_BASE_TOP / 2}"
+            material="{name}_mat"/>
       {"".join(walls)}
     </body>"""
     return asset, body

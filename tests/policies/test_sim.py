@@ -3,12 +3,12 @@
 import numpy as np
 import pytest
 
-from policies.sim.agents import follow, play_actions, slerp
+from policies.sim.agents import CLOSED, follow, play_actions, random_primitive, slerp
 from policies.sim.env import TOP_DOWN, Action, SimEnv
 from policies.sim.generate import GenerateConfig, generate, job_seed
 from policies.sim.record import EMBODIMENT_LABEL, record
 from policies.sim.scene import SceneConfig
-from policies.sim.tasks import TASKS
+from policies.sim.tasks import OPEN, TASKS
 from preprocessing.trackers import TRACKERS
 from preprocessing.tracks import fill_lost_points, to_pixels
 
@@ -178,6 +178,45 @@ def test_play_mix_chooses_which_primitives_play_draws(make_env, tmp_path):
     with pytest.raises(ValueError, match="play_mix.*teleport"):
         generate("play", tmp_path, GenerateConfig(tasks=["pick_place"], episodes=1, play_mix=["teleport"]))
     assert not any(tmp_path.iterdir())  # refused before anything was written
+
+
+def test_play_can_set_the_mug_down_on_the_plate(make_env):
+    env = make_env("pick_place", scene=SceneConfig(image_size=(64, 64)))
+    mug = env.model.body("mug").id
+    stood_on_plate = 0
+    for seed in range(3):
+        env.reset(seed)
+        plate = env.task.surfaces(env.model, env.data)["plate"]
+        disc = env.model.geom("plate_disc").id
+        assert plate.centre[2] == pytest.approx(env.data.geom_xpos[disc][2] + env.model.geom_size[disc][1])
+        rng = np.random.default_rng(seed)
+        for action in follow(env, random_primitive(env, rng, ["grasp_move"], place_on=1.0)):
+            env.step(action)
+        on = np.linalg.norm(env.data.xpos[mug][:2] - plate.centre[:2]) < plate.radius + 0.01
+        stood_on_plate += bool(on and env.data.xmat[mug].reshape(3, 3)[2, 2] > 0.9)
+    assert stood_on_plate >= 2  # uniform table places put 8 % of mugs on the plate
+    with pytest.raises(ValueError, match="play_place_on"):
+        GenerateConfig(play_place_on=1.5)
+
+
+def test_play_sets_a_carried_object_down_upright_and_still_before_letting_go(make_env):
+    """Set down while it still swung in the grasp, half the tilted mugs fell over."""
+    env = make_env("pick_place", scene=SceneConfig(image_size=(64, 64)))
+    env.reset(0)
+    tilted = 0
+    for seed in range(40):
+        waypoints = random_primitive(env, np.random.default_rng(seed), ["grasp_move"])
+        release = next(i for i, w in enumerate(waypoints) if i > 2 and w.gripper == OPEN)
+        held = waypoints[release - 1]
+        assert held.gripper == CLOSED and np.allclose(held.position, waypoints[release].position)
+        np.testing.assert_allclose(held.rotation[:, 2], [0, 0, -1], atol=1e-9)  # the tool points down
+        carry = waypoints[4]
+        if abs(carry.rotation[2, 2] + 1) > 1e-6:  # carried tilted: upright again at the same height
+            tilted += 1
+            upright = waypoints[5]
+            assert np.allclose(upright.position, carry.position)
+            assert upright.rotation[2, 2] == pytest.approx(-1)
+    assert tilted > 0
 
 
 def test_lk_with_filled_losses_follows_the_opening_drawer(make_env):
