@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, replace
 
 import mujoco
 import numpy as np
@@ -79,17 +80,28 @@ def check_play_mix(mix: Sequence[str]) -> None:
         raise ValueError(f"play_mix {list(mix)}: each kind must be one of {list(PLAY_KINDS)}")
 
 
+@dataclass(frozen=True)
+class PlayStyle:
+    """What random play does with what it grasps."""
+
+    mix: Sequence[str] = DEFAULT_PLAY_MIX
+    place_on: float = 0.0
+    """Probability of setting a carried object down on another object's top instead of on the table."""
+    hold: float = 0.0
+    """Probability that an episode's last grasp ends holding the object up (tilted half the time, up to
+    86°) instead of setting it down: pouring ends that way, and play that always lets go teaches a policy
+    to put the mug down."""
+
+
 def play_actions(
-    env: SimEnv,
-    rng: np.random.Generator,
-    primitives: int = 3,
-    mix: Sequence[str] = DEFAULT_PLAY_MIX,
-    place_on: float = 0.0,
+    env: SimEnv, rng: np.random.Generator, primitives: int = 3, style: PlayStyle | None = None
 ) -> Iterator[Action]:
     """Goal-free play: ``primitives`` random primitives, each planned from the state it starts in."""
-    check_play_mix(mix)
-    for _ in range(primitives):
-        yield from follow(env, random_primitive(env, rng, mix, place_on))
+    style = style or PlayStyle()
+    check_play_mix(style.mix)
+    for i in range(primitives):
+        last = i == primitives - 1
+        yield from follow(env, random_primitive(env, rng, style if last else replace(style, hold=0.0)))
 
 
 def _set_down_spot(env: SimEnv, rng: np.random.Generator, z: float, place_on: float) -> np.ndarray:
@@ -103,15 +115,14 @@ def _set_down_spot(env: SimEnv, rng: np.random.Generator, z: float, place_on: fl
     return _random_spot(rng, z)
 
 
-def random_primitive(
-    env: SimEnv, rng: np.random.Generator, mix: Sequence[str] = DEFAULT_PLAY_MIX, place_on: float = 0.0
-) -> list[Waypoint]:
+def random_primitive(env: SimEnv, rng: np.random.Generator, style: PlayStyle | None = None) -> list[Waypoint]:
     """One random primitive on whatever the scene holds now: grasp-and-move, push, or reach.
 
     A carried object is brought upright at height before it goes down, and held still a moment before
     the fingers open: set down while it still swung in the grasp, half the tilted mugs fell over."""
+    style = style or PlayStyle()
     points = env.task.grasp_points(env.model, env.data)
-    kind = rng.choice(list(mix))
+    kind = rng.choice(list(style.mix))
     name = str(rng.choice(sorted(points))) if points else None
     yaw = rng.uniform(-0.6, 0.6)
     if name == "drawer":  # align the fingers with the handle bar, as the expert does
@@ -141,16 +152,25 @@ def random_primitive(
         move = place
     else:
         lift = grasp + [0, 0, rng.uniform(0.08, 0.18)]
-        place = _set_down_spot(env, rng, grasp[2] + 0.02, place_on)
+        place = _set_down_spot(env, rng, grasp[2] + 0.02, style.place_on)
         move = np.array([place[0], place[1], lift[2]])
-    tilt = rng.uniform(-1.2, 1.2) if (name == "mug" and rng.random() < 0.3) else 0.0
-    upright = [Waypoint(move, CLOSED, 6, _rot(yaw))] if tilt else []
-    return [
+    holds = name != "drawer" and style.hold > 0 and rng.random() < style.hold
+    if holds:
+        tilt = rng.uniform(-1.5, 1.5) if (name == "mug" and rng.random() < 0.5) else 0.0
+    else:
+        tilt = rng.uniform(-1.2, 1.2) if (name == "mug" and rng.random() < 0.3) else 0.0
+    carry = [
         Waypoint(grasp + [0, 0, 0.12], OPEN, int(rng.integers(8, 14)), _rot(yaw)),
         Waypoint(grasp, OPEN, 7, _rot(yaw)),
         Waypoint(grasp, CLOSED, 4, _rot(yaw)),
         Waypoint(lift, CLOSED, 6, _rot(yaw)),
         Waypoint(move, CLOSED, int(rng.integers(8, 16)), _rot(yaw, tilt)),
+    ]
+    if holds:
+        return [*carry, Waypoint(move, CLOSED, 6, _rot(yaw, tilt))]
+    upright = [Waypoint(move, CLOSED, 6, _rot(yaw))] if tilt else []
+    return [
+        *carry,
         *upright,
         Waypoint(place, CLOSED, 6, _rot(yaw)),
         Waypoint(place, CLOSED, 2, _rot(yaw)),

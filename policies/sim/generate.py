@@ -20,7 +20,7 @@ from typing import Literal
 import numpy as np
 from tqdm import tqdm
 
-from policies.sim.agents import DEFAULT_PLAY_MIX, check_play_mix, follow, play_actions
+from policies.sim.agents import DEFAULT_PLAY_MIX, PlayStyle, check_play_mix, follow, play_actions
 from policies.sim.env import SimEnv
 from policies.sim.record import RecordConfig, record
 from policies.sim.scene import SceneConfig
@@ -57,16 +57,21 @@ class GenerateConfig:
     (``[grasp_move, grasp_move, reach]``), 6000 steps, last 20 demos: drawer 10/20, pick & place 0/20 (11/20
     and 0/20 with pushes)."""
     play_place_on: float = 0.0
-    """Probability that play sets a carried object down on another object's top (the plate, the bowl),
-    anywhere it stands, instead of anywhere on the table. Uniform table places put 8 % of mugs fully on
-    the plate."""
+    """Probability that play sets a carried object down on another object's top (the plate), anywhere it
+    stands, instead of anywhere on the table. Uniform table places put 8 % of mugs fully on the plate."""
+    play_hold: float = 0.0
+    """Probability that a play episode's last grasp ends holding the object up (see ``PlayStyle.hold``)."""
     image_size: tuple[int, int] = (256, 256)
     record: RecordConfig = field(default_factory=RecordConfig)
 
     def __post_init__(self) -> None:
         check_play_mix(self.play_mix)  # a bad mix fails when the config is read, before anything is written
-        if not 0.0 <= self.play_place_on <= 1.0:
-            raise ValueError(f"play_place_on {self.play_place_on}: a probability, between 0 and 1")
+        for name in ("play_place_on", "play_hold"):
+            if not 0.0 <= getattr(self, name) <= 1.0:
+                raise ValueError(f"{name} {getattr(self, name)}: a probability, between 0 and 1")
+
+    def play_style(self) -> PlayStyle:
+        return PlayStyle(tuple(self.play_mix), self.play_place_on, self.play_hold)
 
 
 @dataclass
@@ -97,7 +102,7 @@ def episode_name(task: str, seed: int) -> str:
 
 def agent_for(mode: Mode, cfg: GenerateConfig):
     if mode == "play":
-        return lambda env, rng: play_actions(env, rng, cfg.play_primitives, cfg.play_mix, cfg.play_place_on)
+        return lambda env, rng: play_actions(env, rng, cfg.play_primitives, cfg.play_style())
     if mode == "expert":
         return lambda env, rng: follow(env, env.task.expert(env.model, env.data, rng))
     return lambda env, rng: follow(env, env.task.human(env.model, env.data, rng))

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from policies.sim.agents import CLOSED, follow, play_actions, random_primitive, slerp
+from policies.sim.agents import CLOSED, PlayStyle, follow, play_actions, random_primitive, slerp
 from policies.sim.env import TOP_DOWN, Action, SimEnv
 from policies.sim.generate import GenerateConfig, generate, job_seed
 from policies.sim.record import EMBODIMENT_LABEL, record
@@ -170,8 +170,8 @@ def test_play_layouts_never_repeat_demonstration_layouts():
 
 def test_play_mix_chooses_which_primitives_play_draws(make_env, tmp_path):
     env = make_env("pick_place")
-    reach = record(env, 3, lambda e, r: play_actions(e, r, 1, ["reach"])).episode
-    grasp = record(env, 3, lambda e, r: play_actions(e, r, 1, ["grasp_move"])).episode
+    reach = record(env, 3, lambda e, r: play_actions(e, r, 1, PlayStyle(["reach"]))).episode
+    grasp = record(env, 3, lambda e, r: play_actions(e, r, 1, PlayStyle(["grasp_move"]))).episode
     moved = [ep.arrays["moving"] & ~ep.arrays["robot"] for ep in (reach, grasp)]
     assert not moved[0].any()  # a reach touches nothing
     assert moved[1].any()  # a grasp-and-move carries something
@@ -190,7 +190,7 @@ def test_play_can_set_the_mug_down_on_the_plate(make_env):
         disc = env.model.geom("plate_disc").id
         assert plate.centre[2] == pytest.approx(env.data.geom_xpos[disc][2] + env.model.geom_size[disc][1])
         rng = np.random.default_rng(seed)
-        for action in follow(env, random_primitive(env, rng, ["grasp_move"], place_on=1.0)):
+        for action in follow(env, random_primitive(env, rng, PlayStyle(["grasp_move"], place_on=1.0))):
             env.step(action)
         on = np.linalg.norm(env.data.xpos[mug][:2] - plate.centre[:2]) < plate.radius + 0.01
         stood_on_plate += bool(on and env.data.xmat[mug].reshape(3, 3)[2, 2] > 0.9)
@@ -199,13 +199,24 @@ def test_play_can_set_the_mug_down_on_the_plate(make_env):
         GenerateConfig(play_place_on=1.5)
 
 
+def test_play_can_end_holding_what_it_grasped(make_env):
+    env = make_env("pick_place", scene=SceneConfig(image_size=(64, 64)))
+    for seed in range(2):
+        env.reset(seed)
+        for action in play_actions(env, np.random.default_rng(seed), 2, PlayStyle(["grasp_move"], hold=1.0)):
+            env.step(action)
+        assert env.held == "mug" and env.data.xpos[env.model.body("mug").id][2] > 0.1
+    with pytest.raises(ValueError, match="play_hold"):
+        GenerateConfig(play_hold=-0.1)
+
+
 def test_play_sets_a_carried_object_down_upright_and_still_before_letting_go(make_env):
     """Set down while it still swung in the grasp, half the tilted mugs fell over."""
     env = make_env("pick_place", scene=SceneConfig(image_size=(64, 64)))
     env.reset(0)
     tilted = 0
     for seed in range(40):
-        waypoints = random_primitive(env, np.random.default_rng(seed), ["grasp_move"])
+        waypoints = random_primitive(env, np.random.default_rng(seed), PlayStyle(["grasp_move"]))
         release = next(i for i, w in enumerate(waypoints) if i > 2 and w.gripper == OPEN)
         held = waypoints[release - 1]
         assert held.gripper == CLOSED and np.allclose(held.position, waypoints[release].position)
