@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The best policy measured on a 2-core CPU (README, Results, Policy: the fifth run), end to end:
-# 800 one-primitive play episodes (~6 min), train_medium for 6000 steps (~51 min), held-out demos, and
-# the benchmark (oracle and LK online tracking side by side, ~15 min). Every step resumes if interrupted.
+# 1000 one-primitive play episodes (~9 min; 200 of them end holding the mug), train_medium for 6000 steps
+# (~52 min), held-out demos, and the benchmark (oracle and LK online tracking side by side, ~15 min).
+# Every step resumes if interrupted.
 #   bash scripts/policy_medium.sh [OUT]        (default: outputs/policy_medium)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -13,8 +14,10 @@ PLAY=("play_mix=[grasp_move,grasp_move,reach]" play_primitives=1 play_place_on=0
 $CLI sim play --task pick_place --task open_drawer --episodes 200 --seed 20000 --workers 2 \
     --out "$OUT/play" "${PLAY[@]}"
 $CLI sim play --task pick_place --episodes 400 --seed 40000 --workers 2 --out "$OUT/play_pick" "${PLAY[@]}"
+$CLI sim play --task pick_place --episodes 200 --seed 60000 --workers 2 --out "$OUT/play_hold" \
+    "play_mix=[grasp_move]" play_primitives=1 play_hold=1.0
 $CLI sim demos --task pick_place --task open_drawer --seed 50 --episodes 20 --workers 2 --out "$OUT/demos"
 $CLI policy train --config configs/policy/train_medium.yaml --out "$OUT/run" \
-    "data=[$OUT/play/dataset.zarr,$OUT/play_pick/dataset.zarr]" max_steps=6000
+    "data=[$OUT/play/dataset.zarr,$OUT/play_pick/dataset.zarr,$OUT/play_hold/dataset.zarr]" max_steps=6000
 .venv/bin/python scripts/bench_policy.py --run "$OUT/run" --demos "$OUT/demos/dataset.zarr" \
     --tasks pick_place open_drawer --out "$OUT/bench_policy.jsonl"
