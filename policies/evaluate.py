@@ -366,16 +366,9 @@ def _median(values: list[float]) -> float | None:
     return float(np.median(finite)) if finite else None
 
 
-def _format_px(value: float | None) -> str:
-    return "—" if value is None else f"{value:.1f} px"
-
-
-def _format_fraction(value: float | None) -> str:
-    return "—" if value is None else f"{value:.0%}"
-
-
-def _format_cm(value: float | None) -> str:
-    return "—" if value is None else f"{value:.1f} cm"
+def _format(value: float | None, spec: str) -> str:
+    """A median for the Markdown summary: "—" when no episode had one."""
+    return "—" if value is None else spec.format(value)
 
 
 def _describe(measures: dict[str, float]) -> str:
@@ -448,10 +441,10 @@ def evaluate(cfg: EvalConfig, out_dir: str | Path, progress: bool = True) -> dic
     lines += ["", "How far the episodes got (means; peak = the largest value during an episode):", ""]
     lines += [
         f"- {t}: at the end {_describe(row['mean_progress'])}; peak {_describe(row['mean_peak'])}; "
-        f"median distance to the plan's last frame {_format_px(row['median_plan_error_px'])}; "
-        f"planned motion made {_format_fraction(row['median_motion_fraction'])} (median); "
+        f"median distance to the plan's last frame {_format(row['median_plan_error_px'], '{:.1f} px')}; "
+        f"planned motion made {_format(row['median_motion_fraction'], '{:.0%}')} (median); "
         f"object held in {row['held']} of {row['episodes']}, the gripper first closed "
-        f"{_format_cm(row['median_grasp_offset_cm'])} from the grasp point (median)"
+        f"{_format(row['median_grasp_offset_cm'], '{:.1f} cm')} from the grasp point (median)"
         for t, row in summary["tasks"].items()
     ]
     (out_dir / f"{stem}.md").write_text("\n".join(lines) + "\n")

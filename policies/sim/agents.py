@@ -155,10 +155,8 @@ def random_primitive(env: SimEnv, rng: np.random.Generator, style: PlayStyle | N
         place = _set_down_spot(env, rng, grasp[2] + 0.02, style.place_on)
         move = np.array([place[0], place[1], lift[2]])
     holds = name != "drawer" and style.hold > 0 and rng.random() < style.hold
-    if holds:
-        tilt = rng.uniform(-1.5, 1.5) if (name == "mug" and rng.random() < 0.5) else 0.0
-    else:
-        tilt = rng.uniform(-1.2, 1.2) if (name == "mug" and rng.random() < 0.3) else 0.0
+    chance, most = (0.5, 1.5) if holds else (0.3, 1.2)  # how often a mug is tilted, and up to what (rad)
+    tilt = rng.uniform(-most, most) if (name == "mug" and rng.random() < chance) else 0.0
     carry = [
         Waypoint(grasp + [0, 0, 0.12], OPEN, int(rng.integers(8, 14)), _rot(yaw)),
         Waypoint(grasp, OPEN, 7, _rot(yaw)),
