@@ -7,12 +7,13 @@ from typing import Annotated
 
 import numpy as np
 import typer
+from im2flow2act.preprocessing.dataset import DatasetError
+from im2flow2act.preprocessing.grounding import NoObjectFound
+from im2flow2act.preprocessing.pretrained import ModelNotAvailable
 
-from preprocessing.config import ConfigError, load_config
-from preprocessing.dataset import DatasetError
-from preprocessing.grounding import NoObjectFound
-from preprocessing.pretrained import ModelNotAvailable
-from preprocessing.registry import UnknownComponentError
+from im2flow2act.core.config import ConfigError, load_config
+from im2flow2act.core.presets import resolve_preset
+from im2flow2act.core.registry import UnknownComponentError
 
 flow_app = typer.Typer(
     help="im2flow: generate object flow from an image and an instruction.", no_args_is_help=True
@@ -40,7 +41,7 @@ def _fail(err: Exception | str) -> None:
 def train(
     overrides: OverridesArg = None,
     config: Annotated[
-        Path | None, typer.Option(help="YAML config (configs/im2flow/train_small.yaml).")
+        Path | None, typer.Option(help="A YAML file or a shipped preset's name (train_small).")
     ] = None,
     out: Annotated[
         Path,
@@ -48,10 +49,11 @@ def train(
     ] = Path("outputs/im2flow"),
 ) -> None:
     """Train (or resume) a flow generator on action-less videos (flow datasets with an object box)."""
-    from im2flow.train import EXPORT, FlowTrainConfig, FlowTrainer
+    from im2flow2act.im2flow.train import EXPORT, FlowTrainConfig, FlowTrainer
 
     try:
-        trainer = FlowTrainer(load_config(FlowTrainConfig, config, overrides or []), out)
+        cfg = load_config(FlowTrainConfig, config and resolve_preset("im2flow", config), overrides or [])
+        trainer = FlowTrainer(cfg, out)
     except ERRORS as err:
         _fail(err)
     last = trainer.fit()
@@ -77,10 +79,10 @@ def sample(
     ),
 ) -> None:
     """Sample K flows for one image: writes flow.npz (flows (K, T, N, 3), queries) and an overlay GIF."""
-    from im2flow.generator import load_generator
-    from im2flow.pictures import write_comparison
-    from im2flow.sampling import first_frame, object_box
-    from preprocessing.tracks import grid_in_box
+    from im2flow2act.im2flow.generator import load_generator
+    from im2flow2act.im2flow.pictures import write_comparison
+    from im2flow2act.im2flow.sampling import first_frame, object_box
+    from im2flow2act.preprocessing.tracks import grid_in_box
 
     try:
         frame = first_frame(image)
@@ -102,16 +104,17 @@ def sample(
 @flow_app.command("eval")
 def evaluate_flow(
     overrides: OverridesArg = None,
-    config: Annotated[Path | None, typer.Option(help="YAML config (configs/im2flow/eval.yaml).")] = None,
+    config: Annotated[Path | None, typer.Option(help="A YAML file or a preset name (eval).")] = None,
     out: Annotated[Path, typer.Option(help="Folder for metrics.json/.md and gifs/.")] = Path(
         "outputs/im2flow_eval"
     ),
 ) -> None:
     """ADE / FDE / min-of-K ADE / visibility / instruction following vs zero-motion and nearest baselines."""
-    from im2flow.evaluate import FlowEvalConfig, evaluate, markdown_table
+    from im2flow2act.im2flow.evaluate import FlowEvalConfig, evaluate, markdown_table
 
     try:
-        summary = evaluate(load_config(FlowEvalConfig, config, overrides or []), out)
+        cfg = load_config(FlowEvalConfig, config and resolve_preset("im2flow", config), overrides or [])
+        summary = evaluate(cfg, out)
     except ERRORS as err:
         _fail(err)
     typer.echo(markdown_table(summary))

@@ -15,12 +15,12 @@ from pathlib import Path
 import numpy as np
 import torch
 from diffusers import DDIMScheduler, DDPMScheduler
+from im2flow2act.im2flow.flow_image import FlowImageConfig, decode
+from im2flow2act.im2flow.models.small import SmallConfig, SmallDenoiser
+from im2flow2act.im2flow.text import MINILM, TextEncoder
 from torch import nn
 
-from im2flow.flow_image import FlowImageConfig, decode
-from im2flow.models.small import SmallConfig, SmallDenoiser
-from im2flow.text import MINILM, TextEncoder
-from preprocessing.run_log import save_atomic
+from im2flow2act.core.run_log import save_atomic
 
 PRESETS = ("small", "sd15")
 
@@ -33,7 +33,7 @@ class GeneratorConfig:
     )
     small: SmallConfig = field(default_factory=SmallConfig)
     sd15: dict = field(default_factory=dict)
-    """Options of the sd15 preset (see ``im2flow.models.sd15.SD15Config``)."""
+    """Options of the sd15 preset (see ``im2flow2act.im2flow.models.sd15.SD15Config``)."""
     text_encoder: str = MINILM
     """minilm (shipped in a pip package) or a local CLIP folder."""
     objective: str = "diffusion"
@@ -57,7 +57,7 @@ def build_denoiser(config: GeneratorConfig, text_dim: int) -> nn.Module:
     f = config.flow
     if config.preset == "small":
         return SmallDenoiser(config.small, f.grid_size, f.num_frames, text_dim)
-    from im2flow.models.sd15 import SD15Config, SD15Denoiser
+    from im2flow2act.im2flow.models.sd15 import SD15Config, SD15Denoiser
 
     return SD15Denoiser(SD15Config(**config.sd15), f.grid_size, f.num_frames)
 

@@ -5,9 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-
-from preprocessing.video import write_video
-from preprocessing.visualize import side_by_side
+from im2flow2act.preprocessing.video import write_video
+from im2flow2act.preprocessing.visualize import side_by_side
 
 
 def with_start(flow: np.ndarray, queries: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -15,16 +15,16 @@ from typing import Any
 import numpy as np
 import torch
 from accelerate import Accelerator
+from im2flow2act.im2flow.augment import AugmentConfig, augment_batch
+from im2flow2act.im2flow.data import ClipConfig, FlowClips, build_clips
+from im2flow2act.im2flow.flow_image import decode
+from im2flow2act.im2flow.generator import FlowGenerator, GeneratorConfig
+from im2flow2act.im2flow.pictures import write_comparison
 from tqdm import tqdm
 
-from im2flow.augment import AugmentConfig, augment_batch
-from im2flow.data import ClipConfig, FlowClips, build_clips
-from im2flow.flow_image import decode
-from im2flow.generator import FlowGenerator, GeneratorConfig
-from im2flow.pictures import write_comparison
-from preprocessing.config import save_config
-from preprocessing.optimization import Optimization, OptimizationConfig, batch_indices
-from preprocessing.run_log import MetricsLog, save_atomic
+from im2flow2act.core.config import save_config
+from im2flow2act.core.optimization import Optimization, OptimizationConfig, batch_indices
+from im2flow2act.core.run_log import MetricsLog, save_atomic
 
 CHECKPOINT = "checkpoint.pt"
 EXPORT = "generator_ema.pt"
@@ -147,7 +147,7 @@ class FlowTrainer:
         steps = int(g.sd15.get("decoder_finetune_steps", 0)) if g.preset == "sd15" else 0
         if steps <= 0:
             return
-        from im2flow.models.sd15 import finetune_decoder
+        from im2flow2act.im2flow.models.sd15 import finetune_decoder
 
         denoiser = self.accelerator.unwrap_model(self.generator.denoiser)
         lr = float(g.sd15.get("decoder_lr", 1e-4))

@@ -7,12 +7,19 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from im2flow2act.policies.sim.generate import (
+    GenerateConfig,
+    Mode,
+    format_summary,
+    generate,
+    render_initial_scene,
+)
+from im2flow2act.policies.sim.tasks import TASKS
+from im2flow2act.preprocessing.dataset import DatasetError
 
-from policies.sim.generate import GenerateConfig, Mode, format_summary, generate, render_initial_scene
-from policies.sim.tasks import TASKS
-from preprocessing.config import ConfigError, load_config
-from preprocessing.dataset import DatasetError
-from preprocessing.registry import UnknownComponentError
+from im2flow2act.core.config import ConfigError, load_config
+from im2flow2act.core.presets import resolve_preset
+from im2flow2act.core.registry import UnknownComponentError
 
 sim_app = typer.Typer(
     help="The MuJoCo world: generate demonstrations, play data and expert rollouts.", no_args_is_help=True
@@ -26,7 +33,7 @@ WorkersOpt = Annotated[int, typer.Option(help="Worker processes.")]
 OutOpt = Annotated[Path, typer.Option(help="Output folder: dataset.zarr, summary.json, videos/.")]
 VideosOpt = Annotated[bool, typer.Option("--videos/--no-videos", help="Write an mp4 per episode.")]
 SeedOpt = Annotated[int, typer.Option(help="Seed of the first episode; episode i uses seed + i.")]
-ConfigOpt = Annotated[Path | None, typer.Option(help="YAML config (configs/sim/generate.yaml).")]
+ConfigOpt = Annotated[Path | None, typer.Option(help="A YAML file or a shipped preset's name (generate).")]
 OverridesArg = Annotated[
     list[str] | None, typer.Argument(help="Config overrides key=value, e.g. record.num_points=128.")
 ]
@@ -34,7 +41,7 @@ OverridesArg = Annotated[
 
 def _run(mode: Mode, task, episodes, workers, out, videos, seed, config, overrides) -> None:
     try:
-        cfg = load_config(GenerateConfig, config, overrides or [])
+        cfg = load_config(GenerateConfig, config and resolve_preset("sim", config), overrides or [])
         if task:
             cfg.tasks = list(task)
         cfg.episodes, cfg.workers, cfg.videos, cfg.seed = episodes, workers, videos, seed
@@ -113,17 +120,17 @@ policy_app = typer.Typer(
 def train(
     overrides: OverridesArg = None,
     config: Annotated[
-        Path | None, typer.Option(help="YAML config (configs/policy/train_small.yaml).")
+        Path | None, typer.Option(help="A YAML file or a preset name (train_small, train_medium, ...).")
     ] = None,
     out: Annotated[
         Path, typer.Option(help="Run folder: checkpoint.pt, policy_ema.pt, metrics.csv, tensorboard/.")
     ] = Path("outputs/policy"),
 ) -> None:
     """Train (or resume training) the policy; the same command runs on CPU or under `accelerate launch`."""
-    from policies.train import TrainConfig, Trainer
+    from im2flow2act.policies.train import TrainConfig, Trainer
 
     try:
-        cfg = load_config(TrainConfig, config, overrides or [])
+        cfg = load_config(TrainConfig, config and resolve_preset("policy", config), overrides or [])
         trainer = Trainer(cfg, out)
     except (ConfigError, DatasetError, ValueError) as err:
         typer.secho(f"error: {err}", fg=typer.colors.RED, err=True)
@@ -135,16 +142,16 @@ def train(
 @policy_app.command("eval")
 def evaluate_policy(
     overrides: OverridesArg = None,
-    config: Annotated[Path | None, typer.Option(help="YAML config (configs/policy/eval.yaml).")] = None,
+    config: Annotated[Path | None, typer.Option(help="A YAML file or a preset name (eval).")] = None,
     out: Annotated[Path, typer.Option(help="Folder for summary_*.json/.md and videos/.")] = Path(
         "outputs/policy_eval"
     ),
 ) -> None:
     """Closed-loop evaluation in the sim, conditioned on held-out sphere demonstrations."""
-    from policies.evaluate import EvalConfig, evaluate
+    from im2flow2act.policies.evaluate import EvalConfig, evaluate
 
     try:
-        cfg = load_config(EvalConfig, config, overrides or [])
+        cfg = load_config(EvalConfig, config and resolve_preset("policy", config), overrides or [])
         summary = evaluate(cfg, out)
     except (ConfigError, DatasetError, UnknownComponentError, FileNotFoundError, ValueError) as err:
         typer.secho(f"error: {err}", fg=typer.colors.RED, err=True)
@@ -161,18 +168,20 @@ pipeline_app = typer.Typer(
 
 @pipeline_app.command("run")
 def run_pipeline(
-    config: Annotated[Path, typer.Argument(help="A preset: configs/pipeline/quick.yaml or full.yaml.")],
     overrides: OverridesArg = None,
+    preset: Annotated[
+        str, typer.Option(help="A shipped preset's name (quick, full) or a path to a pipeline YAML file.")
+    ] = "quick",
     out: Annotated[Path | None, typer.Option(help="Output folder; default outputs/pipeline/<name>.")] = None,
     until: Annotated[str | None, typer.Option(help="Stop after this stage.")] = None,
 ) -> None:
     """Run every unfinished stage (a rerun resumes where it stopped) and print where the report is."""
-    from policies.pipeline import STAGES, Pipeline, PipelineConfig
+    from im2flow2act.policies.pipeline import STAGES, Pipeline, PipelineConfig
 
     try:
         if until is not None and until not in STAGES:
             raise ConfigError(f"--until must be one of {', '.join(STAGES)}, got {until!r}")
-        cfg = load_config(PipelineConfig, config, overrides or [])
+        cfg = load_config(PipelineConfig, resolve_preset("pipeline", preset), overrides or [])
         pipeline = Pipeline(cfg, out or Path("outputs/pipeline") / cfg.name)
     except (ConfigError, UnknownComponentError) as err:
         typer.secho(f"error: {err}", fg=typer.colors.RED, err=True)

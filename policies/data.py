@@ -22,11 +22,10 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from im2flow2act.policies.sim.scene import camera_from_attrs
+from im2flow2act.preprocessing.dataset import FlowDataset
+from im2flow2act.preprocessing.tracks import resample_tracks
 from torch.utils.data import Dataset
-
-from policies.sim.scene import camera_from_attrs
-from preprocessing.dataset import FlowDataset
-from preprocessing.tracks import resample_tracks
 
 
 @dataclass

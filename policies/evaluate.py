@@ -17,26 +17,25 @@ from typing import Any
 
 import numpy as np
 import torch
-from tqdm import tqdm
-
-from im2flow.generator import FlowGenerator, load_generator
-from policies.flow_policy import FlowPolicy
-from policies.sim.env import Action, SimEnv
-from policies.sim.ground_truth import attach_points
-from policies.sim.record import EMBODIMENT_LABEL
-from policies.sim.scene import SceneConfig
-from policies.train import load_policy
-from preprocessing.dataset import DatasetError, FlowDataset
-from preprocessing.trackers import TRACKERS, OnlineTracker, Tracker
-from preprocessing.tracks import (
+from im2flow2act.im2flow.generator import FlowGenerator, load_generator
+from im2flow2act.policies.flow_policy import FlowPolicy
+from im2flow2act.policies.sim.env import Action, SimEnv
+from im2flow2act.policies.sim.ground_truth import attach_points
+from im2flow2act.policies.sim.record import EMBODIMENT_LABEL
+from im2flow2act.policies.sim.scene import SceneConfig
+from im2flow2act.policies.train import load_policy
+from im2flow2act.preprocessing.dataset import DatasetError, FlowDataset
+from im2flow2act.preprocessing.trackers import TRACKERS, OnlineTracker, Tracker
+from im2flow2act.preprocessing.tracks import (
     fill_lost_points,
     grid_in_box,
     moving_mask,
     pixel_indices,
     resample_tracks,
 )
-from preprocessing.video import write_video
-from preprocessing.visualize import draw_tracks, draw_trajectories
+from im2flow2act.preprocessing.video import write_video
+from im2flow2act.preprocessing.visualize import draw_tracks, draw_trajectories
+from tqdm import tqdm
 
 
 @dataclass

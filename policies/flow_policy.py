@@ -27,10 +27,9 @@ from dataclasses import dataclass, field
 import torch
 import torch.nn.functional as F
 from diffusers import DDIMScheduler
+from im2flow2act.policies.normalizer import Normalizer
+from im2flow2act.policies.unet1d import ConditionalUnet1D
 from torch import nn
-
-from policies.normalizer import Normalizer
-from policies.unet1d import ConditionalUnet1D
 
 
 @dataclass

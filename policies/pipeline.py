@@ -23,19 +23,19 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from im2flow2act.im2flow.evaluate import FlowEvalConfig
+from im2flow2act.im2flow.evaluate import evaluate as evaluate_flow
+from im2flow2act.im2flow.train import EXPORT, FlowTrainConfig, FlowTrainer
+from im2flow2act.policies.evaluate import EvalConfig
+from im2flow2act.policies.evaluate import evaluate as evaluate_policy
+from im2flow2act.policies.sim.generate import GenerateConfig, generate
+from im2flow2act.policies.train import TrainConfig, Trainer
+from im2flow2act.preprocessing.dataset import FlowDataset
+from im2flow2act.preprocessing.ingest import IngestConfig, ingest_batch, write_summary
+from im2flow2act.preprocessing.sources import VideoItem
+from im2flow2act.preprocessing.video import write_video
 
-from im2flow.evaluate import FlowEvalConfig
-from im2flow.evaluate import evaluate as evaluate_flow
-from im2flow.train import EXPORT, FlowTrainConfig, FlowTrainer
-from policies.evaluate import EvalConfig
-from policies.evaluate import evaluate as evaluate_policy
-from policies.sim.generate import GenerateConfig, generate
-from policies.train import TrainConfig, Trainer
-from preprocessing.config import save_config
-from preprocessing.dataset import FlowDataset
-from preprocessing.ingest import IngestConfig, ingest_batch, write_summary
-from preprocessing.sources import VideoItem
-from preprocessing.video import write_video
+from im2flow2act.core.config import save_config
 
 STAGES = ("demos", "videos", "ingest", "im2flow", "play", "policy", "evaluate", "report")
 
@@ -198,7 +198,7 @@ class Pipeline:
         return {"success_rate": tables}
 
     def stage_report(self, folder: Path) -> dict:
-        from policies.report import write_report
+        from im2flow2act.policies.report import write_report
 
         paths = write_report(self, folder)
         return {"report": [str(p) for p in paths]}

@@ -15,13 +15,13 @@ from pathlib import Path
 import numpy as np
 import torch
 from accelerate import Accelerator
+from im2flow2act.policies.data import PlayWindows, WindowConfig
+from im2flow2act.policies.flow_policy import FlowPolicy, FlowPolicyConfig
 from tqdm import tqdm
 
-from policies.data import PlayWindows, WindowConfig
-from policies.flow_policy import FlowPolicy, FlowPolicyConfig
-from preprocessing.config import save_config
-from preprocessing.optimization import Optimization, OptimizationConfig, batch_indices
-from preprocessing.run_log import MetricsLog, save_atomic
+from im2flow2act.core.config import save_config
+from im2flow2act.core.optimization import Optimization, OptimizationConfig, batch_indices
+from im2flow2act.core.run_log import MetricsLog, save_atomic
 
 CHECKPOINT = "checkpoint.pt"
 

@@ -8,13 +8,14 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from im2flow2act.preprocessing.dataset import DatasetError, FlowDataset
+from im2flow2act.preprocessing.grounding import ModelNotAvailable
+from im2flow2act.preprocessing.ingest import IngestConfig, ingest_batch, summary_table, write_summary
+from im2flow2act.preprocessing.sources import is_url, parse_box, resolve_inputs
 
-from preprocessing.config import ConfigError, load_config
-from preprocessing.dataset import DatasetError, FlowDataset
-from preprocessing.grounding import ModelNotAvailable
-from preprocessing.ingest import IngestConfig, ingest_batch, summary_table, write_summary
-from preprocessing.registry import UnknownComponentError
-from preprocessing.sources import is_url, parse_box, resolve_inputs
+from im2flow2act.core.config import ConfigError, load_config
+from im2flow2act.core.presets import resolve_preset
+from im2flow2act.core.registry import UnknownComponentError
 
 _OVERRIDE = re.compile(r"^[A-Za-z_][\w.]*=")
 
@@ -63,7 +64,7 @@ def ingest(
     ] = None,
     strict: Annotated[bool, typer.Option(help="Exit with code 1 if any video failed.")] = False,
     config: Annotated[
-        Path | None, typer.Option(help="YAML config (configs/preprocessing/ingest.yaml).")
+        Path | None, typer.Option(help="A YAML file or a shipped preset's name (ingest).")
     ] = None,
     name: Annotated[
         str | None, typer.Option(help="Episode name for a single input (default: from the file name).")
@@ -73,7 +74,7 @@ def ingest(
     """Turn human videos into object flow: find the object, track a grid of points on it, store episodes."""
     inputs, overrides = split_arguments(arguments)
     try:
-        cfg = load_config(IngestConfig, config, overrides)
+        cfg = load_config(IngestConfig, config and resolve_preset("preprocessing", config), overrides)
         given_box = parse_box(box) if box else None
         if grounder:
             cfg.grounder = grounder

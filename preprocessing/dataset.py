@@ -5,7 +5,7 @@ Layout of a store (a directory)::
     dataset.zarr/                 root group, attrs: schema_version, kind, created_with
       episode_000000/             one group per episode
         frames      uint8   (T, H, W, 3)   one compressed chunk per frame
-        tracks      float32 (T, N, 2)      normalised (x, y), see preprocessing.tracks
+        tracks      float32 (T, N, 2)      normalised (x, y), see im2flow2act.preprocessing.tracks
         visibility  bool    (T, N)
         queries     float32 (N, 3)         (t, x, y)
         [action, proprio, qpos, qvel, depth, segmentation: (T, ...); moving, robot: (N,)]
@@ -30,9 +30,8 @@ from typing import Any, Literal
 
 import numpy as np
 import zarr
+from im2flow2act.preprocessing.tracks import TrackShapeError, validate_tracks
 from zarr.codecs import BloscCodec
-
-from preprocessing.tracks import TrackShapeError, validate_tracks
 
 SCHEMA_VERSION = 1
 Kind = Literal["video", "sim_demo", "play"]

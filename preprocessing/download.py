@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlparse
 
-from preprocessing.sources import VIDEO_SUFFIXES
+from im2flow2act.preprocessing.sources import VIDEO_SUFFIXES
 
 
 class DownloadError(RuntimeError):

@@ -18,18 +18,24 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from im2flow2act.preprocessing.dataset import Episode, FlowDatasetWriter
+from im2flow2act.preprocessing.download import DownloadConfig, fetch
+from im2flow2act.preprocessing.grounding import GROUNDERS, Box
+from im2flow2act.preprocessing.segmentation import SEGMENTERS
+from im2flow2act.preprocessing.sources import VideoItem
+from im2flow2act.preprocessing.trackers import TRACKERS
+from im2flow2act.preprocessing.tracks import (
+    box_to_normalized,
+    grid_in_box,
+    grid_in_mask,
+    moving_mask,
+    resample_tracks,
+)
+from im2flow2act.preprocessing.video import frame_indices, iter_video, probe_video
+from im2flow2act.preprocessing.visualize import write_overlay
 from tqdm import tqdm
 
-from preprocessing.config import save_config, to_dict
-from preprocessing.dataset import Episode, FlowDatasetWriter
-from preprocessing.download import DownloadConfig, fetch
-from preprocessing.grounding import GROUNDERS, Box
-from preprocessing.segmentation import SEGMENTERS
-from preprocessing.sources import VideoItem
-from preprocessing.trackers import TRACKERS
-from preprocessing.tracks import box_to_normalized, grid_in_box, grid_in_mask, moving_mask, resample_tracks
-from preprocessing.video import frame_indices, iter_video, probe_video
-from preprocessing.visualize import write_overlay
+from im2flow2act.core.config import save_config, to_dict
 
 
 @dataclass

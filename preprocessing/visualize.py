@@ -13,9 +13,8 @@ from typing import Literal
 
 import cv2
 import numpy as np
-
-from preprocessing.tracks import to_pixels, validate_tracks
-from preprocessing.video import write_video
+from im2flow2act.preprocessing.tracks import to_pixels, validate_tracks
+from im2flow2act.preprocessing.video import write_video
 
 Occluded = Literal["hollow", "hide"]
 

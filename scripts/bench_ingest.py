@@ -20,7 +20,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from preprocessing.bench_log import append_row
+from im2flow2act.core.bench_log import append_row
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared" / "data" / "videos"

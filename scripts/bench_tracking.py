@@ -38,10 +38,9 @@ def measure(name: str, options: dict, video: str, num_frames: int, num_points: i
     """One tracker, one point count, in this (fresh) process."""
     import numpy as np
     import torch
-
-    from preprocessing.trackers import TRACKERS
-    from preprocessing.tracks import grid_in_box
-    from preprocessing.video import read_video
+    from im2flow2act.preprocessing.trackers import TRACKERS
+    from im2flow2act.preprocessing.tracks import grid_in_box
+    from im2flow2act.preprocessing.video import read_video
 
     if threads:
         torch.set_num_threads(threads)
@@ -77,7 +76,7 @@ def main() -> None:
     if not args.video.is_file():
         raise SystemExit(f"video not found: {args.video} (pass --video PATH)")
 
-    from preprocessing.bench_log import append_row
+    from im2flow2act.core.bench_log import append_row
 
     load = os.getloadavg()[0]
     spawn = multiprocessing.get_context("spawn")

@@ -13,4 +13,4 @@ rm -rf "$OUT"
   --box 136,0,228,108 --task "put the red cup down over the ball" --prompt "red cup" \
   --config "$ROOT/configs/preprocessing/ingest.yaml" --out "$OUT"
 echo "demo: real clip → dataset $OUT/dataset.zarr, overlay $OUT/overlays/cups_clip.mp4"
-"$ROOT/.venv/bin/im2flow2act" pipeline run "$ROOT/configs/pipeline/quick.yaml" --out "$ROOT/outputs/pipeline/quick"
+"$ROOT/.venv/bin/im2flow2act" pipeline run --preset quick --out "$ROOT/outputs/pipeline/quick"

@@ -32,7 +32,7 @@ PIP=("$VENV/bin/python" -m pip --disable-pip-version-check)
 
 # Reinstall only when pyproject.toml changed since the last successful install.
 want="$(sha256sum pyproject.toml | cut -d' ' -f1)"
-if [ -f "$STAMP" ] && [ "$(cat "$STAMP")" = "$want" ] && "$VENV/bin/python" -c "import torch, preprocessing" 2>/dev/null; then
+if [ -f "$STAMP" ] && [ "$(cat "$STAMP")" = "$want" ] && "$VENV/bin/python" -c "import torch, im2flow2act.preprocessing" 2>/dev/null; then
   exit 0
 fi
 if ! "$VENV/bin/python" -c "import torch" 2>/dev/null; then

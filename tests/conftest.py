@@ -85,7 +85,7 @@ def closed_port_url():
 @pytest.fixture(scope="session")
 def play_root(tmp_path_factory):
     """Two real play episodes (table and drawer scenes) at 96×96 with 48 ground-truth points, made once."""
-    from policies.sim.generate import GenerateConfig, generate
+    from im2flow2act.policies.sim.generate import GenerateConfig, generate
 
     out = tmp_path_factory.mktemp("play")
     cfg = GenerateConfig(
@@ -99,7 +99,7 @@ def play_root(tmp_path_factory):
 @pytest.fixture(scope="session")
 def demos_root(tmp_path_factory):
     """Two sphere demonstrations per task at 96×96 (pick & place and pour share layouts), made once."""
-    from policies.sim.generate import GenerateConfig, generate
+    from im2flow2act.policies.sim.generate import GenerateConfig, generate
 
     out = tmp_path_factory.mktemp("demos")
     cfg = GenerateConfig(

@@ -1,9 +1,9 @@
 """Tiny generator and policy configs shared by the tests (the real code paths, seconds to train)."""
 
-from im2flow.flow_image import FlowImageConfig
-from im2flow.generator import GeneratorConfig
-from im2flow.models.small import SmallConfig
-from policies.flow_policy import FlowPolicyConfig
+from im2flow2act.im2flow.flow_image import FlowImageConfig
+from im2flow2act.im2flow.generator import GeneratorConfig
+from im2flow2act.im2flow.models.small import SmallConfig
+from im2flow2act.policies.flow_policy import FlowPolicyConfig
 
 G, T = 4, 6
 

@@ -14,9 +14,8 @@ from dataclasses import dataclass, replace
 
 import mujoco
 import numpy as np
-
-from policies.sim.env import TOP_DOWN, Action, SimEnv
-from policies.sim.tasks import OPEN, Waypoint
+from im2flow2act.policies.sim.env import TOP_DOWN, Action, SimEnv
+from im2flow2act.policies.sim.tasks import OPEN, Waypoint
 
 CLOSED = 0.0
 

@@ -18,11 +18,10 @@ from dataclasses import dataclass
 
 import mujoco
 import numpy as np
-
-from policies.sim.ik import IKSolver
-from policies.sim.robot import ARM_JOINTS, EE_SITE, GRIPPER_JOINTS, HOME_QPOS, MAX_WIDTH
-from policies.sim.scene import SceneConfig, SceneRenderer, build_xml, camera_of
-from policies.sim.tasks import TASKS, Task
+from im2flow2act.policies.sim.ik import IKSolver
+from im2flow2act.policies.sim.robot import ARM_JOINTS, EE_SITE, GRIPPER_JOINTS, HOME_QPOS, MAX_WIDTH
+from im2flow2act.policies.sim.scene import SceneConfig, SceneRenderer, build_xml, camera_of
+from im2flow2act.policies.sim.tasks import TASKS, Task
 
 GRASP_RANGE = 0.06
 """The sphere attaches to a grasp point within this distance of its centre."""

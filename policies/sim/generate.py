@@ -18,16 +18,16 @@ from pathlib import Path
 from typing import Literal
 
 import numpy as np
+from im2flow2act.policies.sim.agents import DEFAULT_PLAY_MIX, PlayStyle, check_play_mix, follow, play_actions
+from im2flow2act.policies.sim.env import SimEnv
+from im2flow2act.policies.sim.record import RecordConfig, record
+from im2flow2act.policies.sim.scene import SceneConfig
+from im2flow2act.policies.sim.tasks import TASKS
+from im2flow2act.preprocessing.dataset import FlowDatasetWriter
+from im2flow2act.preprocessing.visualize import write_overlay
 from tqdm import tqdm
 
-from policies.sim.agents import DEFAULT_PLAY_MIX, PlayStyle, check_play_mix, follow, play_actions
-from policies.sim.env import SimEnv
-from policies.sim.record import RecordConfig, record
-from policies.sim.scene import SceneConfig
-from policies.sim.tasks import TASKS
-from preprocessing.config import save_config
-from preprocessing.dataset import FlowDatasetWriter
-from preprocessing.visualize import write_overlay
+from im2flow2act.core.config import save_config
 
 Mode = Literal["demos", "play", "expert"]
 KIND = {"demos": "sim_demo", "play": "play", "expert": "sim_demo"}

@@ -1,7 +1,7 @@
 """Ground-truth object tracks from the simulator.
 
 Queries are sampled like a tracker's would be: a uniform grid inside each tracked object's mask in the
-first rendered frame (``preprocessing.tracks.grid_in_mask``), so every query starts visible on the
+first rendered frame (``im2flow2act.preprocessing.tracks.grid_in_mask``), so every query starts visible on the
 object's surface. Each is back-projected with the depth image and attached to its body (rigid objects,
 the drawer) or to its nearest cloth vertex (the flex). Every later step the attached points are projected
 through the camera; a point is visible when it is inside the image, the rendered depth at its pixel
@@ -15,9 +15,8 @@ from dataclasses import dataclass
 
 import mujoco
 import numpy as np
-
-from policies.sim.scene import Camera
-from preprocessing.tracks import grid_in_mask, pixel_indices
+from im2flow2act.policies.sim.scene import Camera
+from im2flow2act.preprocessing.tracks import grid_in_mask, pixel_indices
 
 GEOM, FLEX = int(mujoco.mjtObj.mjOBJ_GEOM), int(mujoco.mjtObj.mjOBJ_FLEX)
 ROBOT_BODIES_ROOT = "ur5e_base"

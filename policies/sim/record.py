@@ -10,11 +10,10 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import numpy as np
-
-from policies.sim.env import Action, SimEnv
-from policies.sim.ground_truth import embodiment_mask, object_labels, sample_points
-from preprocessing.dataset import Episode
-from preprocessing.tracks import moving_mask
+from im2flow2act.policies.sim.env import Action, SimEnv
+from im2flow2act.policies.sim.ground_truth import embodiment_mask, object_labels, sample_points
+from im2flow2act.preprocessing.dataset import Episode
+from im2flow2act.preprocessing.tracks import moving_mask
 
 Agent = Callable[[SimEnv, np.random.Generator], Iterator[Action]]
 EMBODIMENT_LABEL = 100

@@ -3,7 +3,7 @@
 Rendering is offscreen on the CPU (``MUJOCO_GL=egl`` or ``osmesa``) with shadows, reflections and
 multisampling off, which is what makes ~200 frames/s at 256² possible on a laptop core.
 
-Camera conventions: intrinsics for the pixel-centre convention of ``preprocessing.tracks`` (a point at
+Camera conventions: intrinsics for the pixel-centre convention of ``im2flow2act.preprocessing.tracks`` (a point at
 the principal axis projects to normalised (0.5, 0.5)); :meth:`Camera.project` maps world points
 straight to normalised (x, y) and depth.
 """
@@ -18,9 +18,8 @@ from pathlib import Path
 
 import mujoco
 import numpy as np
-
-from policies.sim.robot import robot_actuators, robot_defaults, robot_equality, ur5e_body
-from preprocessing.tracks import pixel_indices
+from im2flow2act.policies.sim.robot import robot_actuators, robot_defaults, robot_equality, ur5e_body
+from im2flow2act.preprocessing.tracks import pixel_indices
 
 CAMERA = "front"
 
@@ -40,7 +39,7 @@ class SceneConfig:
     """The floating sphere agent of the 'human' demonstrations (replaces the robot)."""
     robot_mjcf: str | None = None
     """Optional path to a user-supplied MJCF ``<body>`` for the arm, e.g. with the real UR5e meshes. It must
-    keep the joint names of ``policies.sim.robot`` (ARM_JOINTS, GRIPPER_JOINTS), the ``gripper`` body and
+    keep the joint names of ``im2flow2act.policies.sim.robot`` (ARM_JOINTS, GRIPPER_JOINTS), the ``gripper`` body and
     the ``ee`` site; mesh assets go in ``robot_assets``."""
     robot_assets: str | None = None
     """Optional path to an MJCF ``<asset>`` fragment (meshes, materials) the custom arm refers to."""
@@ -186,14 +185,14 @@ def camera_of(model: mujoco.MjModel, data: mujoco.MjData, name: str = CAMERA, si
 
 
 def _check_gl_backend() -> None:
-    """Fail clearly when mujoco was imported (before policies.sim) without MUJOCO_GL on a headless machine."""
+    """Fail clearly when mujoco was imported (before im2flow2act.policies.sim) without MUJOCO_GL on a headless machine."""
     from mujoco.rendering.classic import gl_context
 
     backend = getattr(getattr(gl_context, "GLContext", None), "__module__", "")
     if backend.endswith("glfw") and not os.environ.get("DISPLAY"):
         raise RuntimeError(
             "MuJoCo picked the windowed GLFW renderer but there is no display. Set MUJOCO_GL=egl (or osmesa) "
-            "before starting Python, or import policies.sim before mujoco."
+            "before starting Python, or import im2flow2act.policies.sim before mujoco."
         )
 
 

@@ -17,8 +17,7 @@ from dataclasses import dataclass
 
 import mujoco
 import numpy as np
-
-from policies.sim.objects import (
+from im2flow2act.policies.sim.objects import (
     BOWL_RADIUS,
     CLOTH_COUNT,
     MUG_HEIGHT,
@@ -32,7 +31,8 @@ from policies.sim.objects import (
     mug,
     plate,
 )
-from preprocessing.registry import Registry
+
+from im2flow2act.core.registry import Registry
 
 TASKS: Registry[Task] = Registry("task")
 

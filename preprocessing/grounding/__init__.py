@@ -1,8 +1,8 @@
 """Find the object a prompt names: ``motion`` (no weights), ``manifest`` (a given box), ``grounding-dino``
 and ``owlv2`` (transformers), picked by name from ``GROUNDERS``."""
 
-from preprocessing.grounding import given, hf, motion  # noqa: F401  (registers the grounders)
-from preprocessing.grounding.base import (
+from im2flow2act.preprocessing.grounding import given, hf, motion  # noqa: F401  (registers the grounders)
+from im2flow2act.preprocessing.grounding.base import (
     GROUNDERS,
     Box,
     Grounder,

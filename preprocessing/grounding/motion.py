@@ -22,12 +22,11 @@ from typing import Any
 
 import cv2
 import numpy as np
+from im2flow2act.preprocessing.grounding.base import GROUNDERS, Box, Grounder, NoObjectFound
+from im2flow2act.preprocessing.trackers import TRACKERS
+from im2flow2act.preprocessing.tracks import grid_in_box
 from scipy import sparse
 from scipy.sparse import csgraph
-
-from preprocessing.grounding.base import GROUNDERS, Box, Grounder, NoObjectFound
-from preprocessing.trackers import TRACKERS
-from preprocessing.tracks import grid_in_box
 
 
 @dataclass

@@ -1,7 +1,7 @@
 """The tracker interfaces and their registry.
 
 Every backend takes RGB uint8 frames and normalised queries and returns tracks in the contract of
-``preprocessing.tracks``; resizing, pixel conversion and windowing stay inside the backend, like
+``im2flow2act.preprocessing.tracks``; resizing, pixel conversion and windowing stay inside the backend, like
 CoTracker's predictor. Offline: ``track(frames, queries)``. Online (closed-loop use in simulation):
 ``reset(first_frame, queries)`` once, then ``step(frame)`` per new frame.
 """
@@ -12,7 +12,7 @@ from abc import ABC, abstractmethod
 
 import numpy as np
 
-from preprocessing.registry import Registry
+from im2flow2act.core.registry import Registry
 
 TRACKERS: Registry[Tracker] = Registry("tracker")
 

@@ -7,14 +7,13 @@ import json
 import numpy as np
 import pytest
 import torch
+from im2flow2act.im2flow.data import ClipConfig, FlowClips, build_clips
+from im2flow2act.im2flow.flow_image import FlowImageConfig, decode, encode, future_tracks
+from im2flow2act.im2flow.generator import SMALL_OPTIONS_ADDED_LATER, FlowGenerator, load_generator
+from im2flow2act.im2flow.train import EXPORT, FlowTrainConfig, FlowTrainer
+from im2flow2act.preprocessing.pretrained import TrackerWeightsNotAvailable
+from im2flow2act.preprocessing.tracks import grid_in_box
 from tiny_configs import G, T, tiny_generator_config
-
-from im2flow.data import ClipConfig, FlowClips, build_clips
-from im2flow.flow_image import FlowImageConfig, decode, encode, future_tracks
-from im2flow.generator import SMALL_OPTIONS_ADDED_LATER, FlowGenerator, load_generator
-from im2flow.train import EXPORT, FlowTrainConfig, FlowTrainer
-from preprocessing.pretrained import TrackerWeightsNotAvailable
-from preprocessing.tracks import grid_in_box
 
 
 def tiny_train_config(demos_root, **kwargs) -> FlowTrainConfig:
@@ -162,7 +161,7 @@ def test_regression_baseline_is_one_deterministic_pass(demos_root, tmp_path):
 
 
 def test_evaluation_table_with_baselines_and_instruction_pairs(demos_root, tmp_path):
-    from im2flow.evaluate import FlowEvalConfig, evaluate
+    from im2flow2act.im2flow.evaluate import FlowEvalConfig, evaluate
 
     FlowTrainer(tiny_train_config(demos_root, max_steps=2), tmp_path / "run", progress=False).fit()
     summary = evaluate(

@@ -4,12 +4,11 @@ from dataclasses import replace
 
 import pytest
 import torch
+from im2flow2act.policies.data import PlayWindows, WindowConfig
+from im2flow2act.policies.flow_policy import FlowPolicy, FlowPolicyConfig
+from im2flow2act.policies.train import load_policy
 from tiny_configs import tiny_policy_config
 from torch.utils.data import DataLoader
-
-from policies.data import PlayWindows, WindowConfig
-from policies.flow_policy import FlowPolicy, FlowPolicyConfig
-from policies.train import load_policy
 
 
 @pytest.fixture(scope="module")
@@ -19,7 +18,7 @@ def windows(play_root):
 
 def trained_policy(windows, run, steps: int):
     """A tiny policy really trained for a few steps, exported to ``run/policy_ema.pt`` for evaluation."""
-    from policies.train import TrainConfig, Trainer
+    from im2flow2act.policies.train import TrainConfig, Trainer
 
     config = TrainConfig(
         policy=tiny_policy_config(), windows=windows.config, batch_size=4, max_steps=steps, warmup_steps=1
@@ -89,7 +88,7 @@ def test_reference_preset_has_the_reference_sizes():
 
 
 def test_training_resumes_exactly_and_exports_ema(windows, tmp_path):
-    from policies.train import TrainConfig, Trainer, load_policy
+    from im2flow2act.policies.train import TrainConfig, Trainer, load_policy
 
     cfg = TrainConfig(
         policy=tiny_policy_config(),
@@ -124,8 +123,8 @@ def test_training_resumes_exactly_and_exports_ema(windows, tmp_path):
 
 
 def test_closed_loop_evaluation_runs_one_short_episode_per_task(windows, demos_root, tmp_path):
-    from policies.evaluate import EvalConfig, evaluate
-    from preprocessing.video import probe_video
+    from im2flow2act.policies.evaluate import EvalConfig, evaluate
+    from im2flow2act.preprocessing.video import probe_video
 
     policy = trained_policy(windows, tmp_path / "run", steps=2)
     tasks = ["pick_place", "pour", "open_drawer", "fold_cloth"]
@@ -170,11 +169,10 @@ def test_closed_loop_evaluation_runs_one_short_episode_per_task(windows, demos_r
 
 def test_grasp_offset_is_small_where_the_scripted_expert_closes_on_the_mug():
     import numpy as np
-
-    from policies.evaluate import grasp_offset_cm
-    from policies.sim.agents import follow
-    from policies.sim.env import SimEnv
-    from policies.sim.scene import SceneConfig
+    from im2flow2act.policies.evaluate import grasp_offset_cm
+    from im2flow2act.policies.sim.agents import follow
+    from im2flow2act.policies.sim.env import SimEnv
+    from im2flow2act.policies.sim.scene import SceneConfig
 
     env = SimEnv("pick_place", "robot", SceneConfig(image_size=(64, 64)))
     try:
@@ -193,8 +191,7 @@ def test_grasp_offset_is_small_where_the_scripted_expert_closes_on_the_mug():
 
 def test_plan_error_measures_the_visible_points_at_the_last_frame():
     import numpy as np
-
-    from policies.evaluate import final_plan_error
+    from im2flow2act.policies.evaluate import final_plan_error
 
     plan = np.zeros((3, 2, 2), np.float32)
     plan[-1] = [[0.5, 0.5], [0.1, 0.1]]
@@ -210,8 +207,7 @@ def test_plan_error_measures_the_visible_points_at_the_last_frame():
 
 def test_motion_fraction_says_how_much_of_the_planned_motion_was_made():
     import numpy as np
-
-    from policies.evaluate import motion_fraction
+    from im2flow2act.policies.evaluate import motion_fraction
 
     plan = np.zeros((3, 2, 2), np.float32)
     plan[-1] = [[0.4, 0.0], [0.0, 0.2]]  # 40 px right, 10 px down in a 100 × 50 frame
@@ -226,10 +222,10 @@ def test_motion_fraction_says_how_much_of_the_planned_motion_was_made():
 
 
 def test_plan_queries_can_be_kept_to_the_object_in_the_first_frame(demos_root):
-    from policies.evaluate import on_object, plan_from_demo
-    from policies.sim.record import EMBODIMENT_LABEL
-    from preprocessing.dataset import FlowDataset
-    from preprocessing.tracks import grid_in_box, pixel_indices
+    from im2flow2act.policies.evaluate import on_object, plan_from_demo
+    from im2flow2act.policies.sim.record import EMBODIMENT_LABEL
+    from im2flow2act.preprocessing.dataset import FlowDataset
+    from im2flow2act.preprocessing.tracks import grid_in_box, pixel_indices
 
     view = next(v for v in FlowDataset(demos_root) if v.attrs["task_name"] == "pick_place")
     queries = grid_in_box(view.attrs["bbox"], 16)
@@ -245,8 +241,7 @@ def test_plan_queries_can_be_kept_to_the_object_in_the_first_frame(demos_root):
 
 def test_medoid_chunk_is_a_sampled_chunk_in_the_middle_of_the_others():
     import numpy as np
-
-    from policies.evaluate import medoid_chunk
+    from im2flow2act.policies.evaluate import medoid_chunk
 
     chunks = np.zeros((5, 4, 10), np.float32)
     chunks[:, :, 0] = np.array([0.0, 0.1, 0.12, 0.2, 2.0])[:, None]  # x of each chunk; the last an outlier
@@ -258,7 +253,7 @@ def test_medoid_chunk_is_a_sampled_chunk_in_the_middle_of_the_others():
 
 def test_evaluation_follows_a_play_episode_own_flow(windows, play_root, tmp_path):
     """Play episodes can be the plans too (their own flow): closed loop on in-distribution flows."""
-    from policies.evaluate import EvalConfig, evaluate
+    from im2flow2act.policies.evaluate import EvalConfig, evaluate
 
     policy = trained_policy(windows, tmp_path / "run", steps=1)
     cfg = EvalConfig(
@@ -277,7 +272,7 @@ def test_evaluation_follows_a_play_episode_own_flow(windows, play_root, tmp_path
     assert row["episodes"] == 1 and row["per_episode"][0]["demo"].startswith("pick_place_")
     assert row["median_plan_error_px"] is not None
 
-    from preprocessing.dataset import DatasetError, FlowDatasetWriter
+    from im2flow2act.preprocessing.dataset import DatasetError, FlowDatasetWriter
 
     videos = tmp_path / "videos.zarr"
     FlowDatasetWriter(videos, kind="video")  # human videos have no layout to reset the sim to
@@ -286,8 +281,8 @@ def test_evaluation_follows_a_play_episode_own_flow(windows, play_root, tmp_path
 
 
 def test_evaluation_refuses_a_tracker_that_cannot_track_online():
-    from policies.evaluate import build_online_tracker
-    from preprocessing.trackers import OnlineTracker
+    from im2flow2act.policies.evaluate import build_online_tracker
+    from im2flow2act.preprocessing.trackers import OnlineTracker
 
     assert build_online_tracker("oracle", {}) is None
     assert isinstance(build_online_tracker("lk", {}), OnlineTracker)
@@ -296,10 +291,9 @@ def test_evaluation_refuses_a_tracker_that_cannot_track_online():
 
 
 def test_language_conditioned_evaluation_executes_a_generated_flow(windows, demos_root, tmp_path):
+    from im2flow2act.im2flow.generator import FlowGenerator
+    from im2flow2act.policies.evaluate import EvalConfig, evaluate
     from tiny_configs import tiny_generator_config
-
-    from im2flow.generator import FlowGenerator
-    from policies.evaluate import EvalConfig, evaluate
 
     policy = trained_policy(windows, tmp_path / "run", steps=1)
     torch.manual_seed(0)
@@ -396,8 +390,9 @@ def test_windows_and_policy_must_agree_on_how_a_sample_is_cut():
     """A plan resampled to one length and read as another would train silently on garbage: refuse it."""
     from pathlib import Path
 
-    from policies.train import TrainConfig
-    from preprocessing.config import ConfigError, load_config
+    from im2flow2act.policies.train import TrainConfig
+
+    from im2flow2act.core.config import ConfigError, load_config
 
     small = Path(__file__).resolve().parents[2] / "configs/policy/train_small.yaml"
     cfg = load_config(TrainConfig, small)

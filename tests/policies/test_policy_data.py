@@ -2,11 +2,10 @@
 
 import numpy as np
 import torch
-
-from policies.data import PlayWindows, WindowConfig
-from policies.normalizer import Normalizer
-from policies.sim.scene import camera_from_attrs
-from preprocessing.dataset import FlowDataset
+from im2flow2act.policies.data import PlayWindows, WindowConfig
+from im2flow2act.policies.normalizer import Normalizer
+from im2flow2act.policies.sim.scene import camera_from_attrs
+from im2flow2act.preprocessing.dataset import FlowDataset
 
 
 def test_windows_cover_every_step_with_padding_at_the_ends(play_root):

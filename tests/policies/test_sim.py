@@ -2,15 +2,14 @@
 
 import numpy as np
 import pytest
-
-from policies.sim.agents import CLOSED, PlayStyle, follow, play_actions, random_primitive, slerp
-from policies.sim.env import TOP_DOWN, Action, SimEnv
-from policies.sim.generate import GenerateConfig, generate, job_seed
-from policies.sim.record import EMBODIMENT_LABEL, record
-from policies.sim.scene import SceneConfig
-from policies.sim.tasks import OPEN, TASKS
-from preprocessing.trackers import TRACKERS
-from preprocessing.tracks import fill_lost_points, to_pixels
+from im2flow2act.policies.sim.agents import CLOSED, PlayStyle, follow, play_actions, random_primitive, slerp
+from im2flow2act.policies.sim.env import TOP_DOWN, Action, SimEnv
+from im2flow2act.policies.sim.generate import GenerateConfig, generate, job_seed
+from im2flow2act.policies.sim.record import EMBODIMENT_LABEL, record
+from im2flow2act.policies.sim.scene import SceneConfig
+from im2flow2act.policies.sim.tasks import OPEN, TASKS
+from im2flow2act.preprocessing.trackers import TRACKERS
+from im2flow2act.preprocessing.tracks import fill_lost_points, to_pixels
 
 
 @pytest.fixture
@@ -145,7 +144,7 @@ def test_action_vector_round_trip():
 
 
 def test_a_user_supplied_arm_mjcf_loads_through_the_same_path(tmp_path, make_env):
-    from policies.sim.robot import ur5e_body
+    from im2flow2act.policies.sim.robot import ur5e_body
 
     arm = tmp_path / "my_ur5e.xml"
     arm.write_text(ur5e_body().replace('rgba="0.45 0.6 0.75 1"', 'rgba="0.2 0.8 0.2 1"'))

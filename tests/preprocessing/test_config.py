@@ -3,17 +3,17 @@ from pathlib import Path
 
 import pytest
 import yaml
+from im2flow2act.im2flow.evaluate import FlowEvalConfig
+from im2flow2act.im2flow.train import FlowTrainConfig
+from im2flow2act.policies.evaluate import EvalConfig
+from im2flow2act.policies.pipeline import PipelineConfig
+from im2flow2act.policies.sim.generate import GenerateConfig
+from im2flow2act.policies.train import TrainConfig
+from im2flow2act.preprocessing.ingest import IngestConfig
+from im2flow2act.preprocessing.trackers import TRACKERS
 
-from im2flow.evaluate import FlowEvalConfig
-from im2flow.train import FlowTrainConfig
-from policies.evaluate import EvalConfig
-from policies.pipeline import PipelineConfig
-from policies.sim.generate import GenerateConfig
-from policies.train import TrainConfig
-from preprocessing.config import ConfigError, load_config, save_config, to_dict
-from preprocessing.ingest import IngestConfig
-from preprocessing.registry import Registry, UnknownComponentError
-from preprocessing.trackers import TRACKERS
+from im2flow2act.core.config import ConfigError, load_config, save_config, to_dict
+from im2flow2act.core.registry import Registry, UnknownComponentError
 
 REPO = Path(__file__).resolve().parents[2]
 CONFIG_FILES = {
@@ -95,7 +95,7 @@ def test_every_preset_loads(relpath):
 
 
 def test_the_reference_policy_config_has_the_reference_preset():
-    from policies.flow_policy import FlowPolicyConfig
+    from im2flow2act.policies.flow_policy import FlowPolicyConfig
 
     cfg = load_config(TrainConfig, REPO / "configs/policy/train_reference.yaml")
     assert cfg.policy == FlowPolicyConfig.preset("reference")

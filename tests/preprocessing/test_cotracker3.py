@@ -14,26 +14,26 @@ import pytest
 import torch
 import torch.nn.functional as F
 from conftest import moving_texture
-
-from preprocessing.config import ConfigError
-from preprocessing.pretrained import ModelNotAvailable
-from preprocessing.trackers import TRACKERS, OnlineTracker
-from preprocessing.trackers.cotracker3 import CoTracker3Config, CoTracker3OnlineConfig
-from preprocessing.trackers.cotracker3.model import (
+from im2flow2act.preprocessing.pretrained import ModelNotAvailable
+from im2flow2act.preprocessing.trackers import TRACKERS, OnlineTracker
+from im2flow2act.preprocessing.trackers.cotracker3 import CoTracker3Config, CoTracker3OnlineConfig
+from im2flow2act.preprocessing.trackers.cotracker3.model import (
     CORR_LEVELS,
     STRIDE,
     CoTracker3Offline,
     CoTracker3Online,
     track_in_windows,
 )
-from preprocessing.trackers.cotracker3.sampling import (
+from im2flow2act.preprocessing.trackers.cotracker3.sampling import (
     bilinear_sample,
     feature_pyramid,
     local_correlation,
     motion_encoding,
     support_features,
 )
-from preprocessing.trackers.cotracker3.weights import load_weights
+from im2flow2act.preprocessing.trackers.cotracker3.weights import load_weights
+
+from im2flow2act.core.config import ConfigError
 
 MANIFESTS = Path(__file__).resolve().parents[2] / "data" / "cotracker3"
 RES = (32, 48)  # the smallest model resolution the 4-level pyramid allows

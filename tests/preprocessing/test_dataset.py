@@ -9,8 +9,7 @@ import time
 import numpy as np
 import pytest
 import zarr
-
-from preprocessing.dataset import (
+from im2flow2act.preprocessing.dataset import (
     SCHEMA_VERSION,
     DatasetError,
     DatasetVersionError,
@@ -18,7 +17,7 @@ from preprocessing.dataset import (
     FlowDataset,
     FlowDatasetWriter,
 )
-from preprocessing.video import read_video
+from im2flow2act.preprocessing.video import read_video
 
 
 def make_episode(t=12, n=20, h=48, w=64, seed=0, task="put the cup on the plate", frames=None) -> Episode:
@@ -121,7 +120,7 @@ def test_killed_writer_leaves_no_half_episode(tmp_path):
         import sys, time
         sys.path.insert(0, {str(os.path.dirname(__file__))!r})
         from test_dataset import make_episode
-        from preprocessing.dataset import FlowDatasetWriter
+        from im2flow2act.preprocessing.dataset import FlowDatasetWriter
         ep = make_episode(t=200)
         frames = ep.frames
         def slow():

@@ -2,7 +2,7 @@
 
 import numpy as np
 
-from preprocessing.optimization import batch_indices
+from im2flow2act.core.optimization import batch_indices
 
 
 def test_batch_indices_are_reproducible_and_split_across_processes():

@@ -2,9 +2,8 @@ import json
 import shutil
 
 import pytest
-
-from preprocessing.download import DownloadConfig, DownloadError, fetch
-from preprocessing.sources import parse_box, resolve_inputs
+from im2flow2act.preprocessing.download import DownloadConfig, DownloadError, fetch
+from im2flow2act.preprocessing.sources import parse_box, resolve_inputs
 
 
 def test_files_folders_manifests_and_urls(tmp_path, clip_path):

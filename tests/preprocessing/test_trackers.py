@@ -1,9 +1,8 @@
 import numpy as np
 import pytest
 from conftest import moving_texture
-
-from preprocessing.trackers import TRACKERS, LKConfig, OnlineTracker
-from preprocessing.tracks import grid_in_box, to_pixels
+from im2flow2act.preprocessing.trackers import TRACKERS, LKConfig, OnlineTracker
+from im2flow2act.preprocessing.tracks import grid_in_box, to_pixels
 
 SIZE = (256, 256)
 

@@ -1,7 +1,6 @@
 import numpy as np
 import pytest
-
-from preprocessing.tracks import (
+from im2flow2act.preprocessing.tracks import (
     TrackShapeError,
     box_to_normalized,
     fill_lost_points,

@@ -1,8 +1,7 @@
 import av
 import numpy as np
 import pytest
-
-from preprocessing.video import VideoError, frame_indices, probe_video, read_video, write_video
+from im2flow2act.preprocessing.video import VideoError, frame_indices, probe_video, read_video, write_video
 
 
 def test_probe_real_clip_reads_headers(clip_path):

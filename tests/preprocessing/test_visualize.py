@@ -1,9 +1,14 @@
 import numpy as np
 import pytest
-
-from preprocessing.tracks import to_pixels
-from preprocessing.video import probe_video, read_video
-from preprocessing.visualize import draw_tracks, draw_trajectories, point_colors, side_by_side, write_overlay
+from im2flow2act.preprocessing.tracks import to_pixels
+from im2flow2act.preprocessing.video import probe_video, read_video
+from im2flow2act.preprocessing.visualize import (
+    draw_tracks,
+    draw_trajectories,
+    point_colors,
+    side_by_side,
+    write_overlay,
+)
 
 
 def simple_flow(t=6, n=3):

@@ -7,7 +7,7 @@ pyramid, correlation), ``updateformer``, ``model`` (the two variants and the sli
 here, and it imports torch lazily.
 """
 
-from preprocessing.trackers.cotracker3.predictor import (
+from im2flow2act.preprocessing.trackers.cotracker3.predictor import (
     CoTracker3Config,
     CoTracker3OnlineConfig,
     CoTracker3OnlineTracker,

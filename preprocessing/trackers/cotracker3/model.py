@@ -18,17 +18,16 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import torch
-from torch import nn
-
-from preprocessing.trackers.cotracker3.blocks import BasicEncoder, Mlp
-from preprocessing.trackers.cotracker3.sampling import (
+from im2flow2act.preprocessing.trackers.cotracker3.blocks import BasicEncoder, Mlp
+from im2flow2act.preprocessing.trackers.cotracker3.sampling import (
     feature_pyramid,
     local_correlation,
     motion_encoding,
     sincos_time_embedding,
     support_features,
 )
-from preprocessing.trackers.cotracker3.updateformer import EfficientUpdateFormer
+from im2flow2act.preprocessing.trackers.cotracker3.updateformer import EfficientUpdateFormer
+from torch import nn
 
 STRIDE = 4
 """Feature maps are at 1/4 of the model resolution."""

@@ -3,7 +3,7 @@
 Like CoTracker's own predictor, the backend hides resizing, coordinate conversion and windowing:
 
 * frames are resized to ``model_resolution`` (bilinear, corners aligned) and points scaled with them,
-  so pixel centres map onto pixel centres (our normalised convention, ``preprocessing.tracks``);
+  so pixel centres map onto pixel centres (our normalised convention, ``im2flow2act.preprocessing.tracks``);
 * a 6x6 grid of extra "support" queries on frame 0 is tracked with the user's points (they give the
   transformer context; upstream does the same) and dropped from the output;
 * with ``backward_tracking``, points queried after frame 0 are also tracked on the reversed video, which
@@ -27,15 +27,13 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal
 
 import numpy as np
-
-from preprocessing.pretrained import TrackerWeightsNotAvailable
-from preprocessing.trackers.base import TRACKERS, OnlineTracker, Tracker, check_inputs
-from preprocessing.tracks import to_normalized, to_pixels
+from im2flow2act.preprocessing.pretrained import TrackerWeightsNotAvailable
+from im2flow2act.preprocessing.trackers.base import TRACKERS, OnlineTracker, Tracker, check_inputs
+from im2flow2act.preprocessing.tracks import to_normalized, to_pixels
 
 if TYPE_CHECKING:
     import torch
-
-    from preprocessing.trackers.cotracker3.model import CoTracker3
+    from im2flow2act.preprocessing.trackers.cotracker3.model import CoTracker3
 
 
 @dataclass
@@ -113,9 +111,8 @@ class _CoTracker3Backend(Tracker):
 
     def _build_model(self) -> CoTracker3:
         import torch
-
-        from preprocessing.trackers.cotracker3 import model as models
-        from preprocessing.trackers.cotracker3 import weights
+        from im2flow2act.preprocessing.trackers.cotracker3 import model as models
+        from im2flow2act.preprocessing.trackers.cotracker3 import weights
 
         c = self.config
         if c.checkpoint is None and not c.random_weights:
@@ -243,7 +240,7 @@ class CoTracker3Tracker(_CoTracker3Backend):
         super().__init__(config)
 
     def _run(self, frames, num_frames: int, queries: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        from preprocessing.trackers.cotracker3.model import track_in_windows
+        from im2flow2act.preprocessing.trackers.cotracker3.model import track_in_windows
 
         window = self.config.max_frames_per_window
         if window and num_frames > window:
@@ -273,7 +270,7 @@ class CoTracker3OnlineTracker(_CoTracker3Backend, OnlineTracker):
         self._windows = None
 
     def _run(self, frames, num_frames: int, queries: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        from preprocessing.trackers.cotracker3.model import track_in_windows
+        from im2flow2act.preprocessing.trackers.cotracker3.model import track_in_windows
 
         out = track_in_windows(
             self.model, frames, num_frames, queries, self.model.window_len, self.config.iters
@@ -283,8 +280,7 @@ class CoTracker3OnlineTracker(_CoTracker3Backend, OnlineTracker):
     # ----- online interface ----------------------------------------------------------------
     def reset(self, first_frame: np.ndarray, queries: np.ndarray) -> None:
         import torch
-
-        from preprocessing.trackers.cotracker3.model import SlidingWindows
+        from im2flow2act.preprocessing.trackers.cotracker3.model import SlidingWindows
 
         queries = np.asarray(queries, np.float32)
         if queries.ndim == 2 and queries.shape[1] == 2:

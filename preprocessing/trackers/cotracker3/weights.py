@@ -14,9 +14,8 @@ from pathlib import Path
 from typing import Literal
 
 import torch
+from im2flow2act.preprocessing.pretrained import TrackerWeightsNotAvailable, looks_local
 from torch import nn
-
-from preprocessing.pretrained import TrackerWeightsNotAvailable, looks_local
 
 Variant = Literal["offline", "online"]
 

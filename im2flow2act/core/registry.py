@@ -13,7 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
-from preprocessing.config import from_dict
+from im2flow2act.core.config import from_dict
 
 T = TypeVar("T")
 

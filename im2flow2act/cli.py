@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import typer
 
-import im2flow.cli
-import policies.cli
-import preprocessing.cli
+import im2flow2act.im2flow.cli
+import im2flow2act.policies.cli
+import im2flow2act.preprocessing.cli
 
 app = typer.Typer(
     name="im2flow2act",
@@ -19,9 +19,9 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
-preprocessing.cli.register(app)
-im2flow.cli.register(app)
-policies.cli.register(app)
+im2flow2act.preprocessing.cli.register(app)
+im2flow2act.im2flow.cli.register(app)
+im2flow2act.policies.cli.register(app)
 
 
 def main() -> None:

@@ -1,0 +1,1 @@
+"""Denoiser networks of the flow generator presets (``small``: pixel space; ``sd15``: Stable Diffusion)."""
