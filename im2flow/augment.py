@@ -19,8 +19,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
-from im2flow2act.im2flow.flow_image import FlowImageConfig
 from torch.nn import functional as F
+
+from im2flow2act.im2flow.flow_image import FlowImageConfig
 
 
 @dataclass

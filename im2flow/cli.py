@@ -7,13 +7,13 @@ from typing import Annotated
 
 import numpy as np
 import typer
-from im2flow2act.preprocessing.dataset import DatasetError
-from im2flow2act.preprocessing.grounding import NoObjectFound
-from im2flow2act.preprocessing.pretrained import ModelNotAvailable
 
 from im2flow2act.core.config import ConfigError, load_config
 from im2flow2act.core.presets import resolve_preset
 from im2flow2act.core.registry import UnknownComponentError
+from im2flow2act.preprocessing.dataset import DatasetError
+from im2flow2act.preprocessing.grounding import NoObjectFound
+from im2flow2act.preprocessing.pretrained import ModelNotAvailable
 
 flow_app = typer.Typer(
     help="im2flow: generate object flow from an image and an instruction.", no_args_is_help=True

@@ -17,11 +17,12 @@ from typing import Any
 
 import cv2
 import numpy as np
+from tqdm import tqdm
+
 from im2flow2act.im2flow.flow_image import FlowImageConfig, encode
 from im2flow2act.preprocessing.dataset import DatasetError, FlowDataset
 from im2flow2act.preprocessing.trackers import TRACKERS
 from im2flow2act.preprocessing.tracks import grid_in_box
-from tqdm import tqdm
 
 FRAME_SIZE = 256
 """First frames are stored at 256 × 256 (flow coordinates are normalised, so any video size works)."""

@@ -23,13 +23,14 @@ from pathlib import Path
 import cv2
 import numpy as np
 import torch
+from tqdm import tqdm
+
 from im2flow2act.im2flow.data import FlowClips
 from im2flow2act.im2flow.flow_image import decode
 from im2flow2act.im2flow.generator import FlowGenerator, load_generator
 from im2flow2act.im2flow.metrics import ade, flow_metrics
 from im2flow2act.im2flow.pictures import write_comparison
 from im2flow2act.im2flow.train import EXPORT
-from tqdm import tqdm
 
 Method = Callable[[FlowClips, list[int], list[str]], np.ndarray]
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+
 from im2flow2act.preprocessing.tracks import resample_tracks, validate_tracks
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+
 from im2flow2act.preprocessing.video import write_video
 from im2flow2act.preprocessing.visualize import side_by_side
 

@@ -5,11 +5,12 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+from PIL import Image, UnidentifiedImageError
+
 from im2flow2act.preprocessing.grounding import GROUNDERS, NoObjectFound
 from im2flow2act.preprocessing.sources import parse_box
 from im2flow2act.preprocessing.tracks import box_to_normalized
 from im2flow2act.preprocessing.video import read_video
-from PIL import Image, UnidentifiedImageError
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".webp"}
 

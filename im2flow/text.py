@@ -9,8 +9,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import torch
-from im2flow2act.preprocessing.pretrained import load_once
 from torch import nn
+
+from im2flow2act.preprocessing.pretrained import load_once
 
 MINILM = "minilm"
 

@@ -7,6 +7,10 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+
+from im2flow2act.core.config import ConfigError, load_config
+from im2flow2act.core.presets import resolve_preset
+from im2flow2act.core.registry import UnknownComponentError
 from im2flow2act.policies.sim.generate import (
     GenerateConfig,
     Mode,
@@ -16,10 +20,6 @@ from im2flow2act.policies.sim.generate import (
 )
 from im2flow2act.policies.sim.tasks import TASKS
 from im2flow2act.preprocessing.dataset import DatasetError
-
-from im2flow2act.core.config import ConfigError, load_config
-from im2flow2act.core.presets import resolve_preset
-from im2flow2act.core.registry import UnknownComponentError
 
 sim_app = typer.Typer(
     help="The MuJoCo world: generate demonstrations, play data and expert rollouts.", no_args_is_help=True

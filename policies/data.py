@@ -22,10 +22,11 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from torch.utils.data import Dataset
+
 from im2flow2act.policies.sim.scene import camera_from_attrs
 from im2flow2act.preprocessing.dataset import FlowDataset
 from im2flow2act.preprocessing.tracks import resample_tracks
-from torch.utils.data import Dataset
 
 
 @dataclass

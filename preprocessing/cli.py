@@ -8,14 +8,14 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from im2flow2act.preprocessing.dataset import DatasetError, FlowDataset
-from im2flow2act.preprocessing.grounding import ModelNotAvailable
-from im2flow2act.preprocessing.ingest import IngestConfig, ingest_batch, summary_table, write_summary
-from im2flow2act.preprocessing.sources import is_url, parse_box, resolve_inputs
 
 from im2flow2act.core.config import ConfigError, load_config
 from im2flow2act.core.presets import resolve_preset
 from im2flow2act.core.registry import UnknownComponentError
+from im2flow2act.preprocessing.dataset import DatasetError, FlowDataset
+from im2flow2act.preprocessing.grounding import ModelNotAvailable
+from im2flow2act.preprocessing.ingest import IngestConfig, ingest_batch, summary_table, write_summary
+from im2flow2act.preprocessing.sources import is_url, parse_box, resolve_inputs
 
 _OVERRIDE = re.compile(r"^[A-Za-z_][\w.]*=")
 

@@ -30,8 +30,9 @@ from typing import Any, Literal
 
 import numpy as np
 import zarr
-from im2flow2act.preprocessing.tracks import TrackShapeError, validate_tracks
 from zarr.codecs import BloscCodec
+
+from im2flow2act.preprocessing.tracks import TrackShapeError, validate_tracks
 
 SCHEMA_VERSION = 1
 Kind = Literal["video", "sim_demo", "play"]

@@ -18,6 +18,9 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from tqdm import tqdm
+
+from im2flow2act.core.config import save_config, to_dict
 from im2flow2act.preprocessing.dataset import Episode, FlowDatasetWriter
 from im2flow2act.preprocessing.download import DownloadConfig, fetch
 from im2flow2act.preprocessing.grounding import GROUNDERS, Box
@@ -33,9 +36,6 @@ from im2flow2act.preprocessing.tracks import (
 )
 from im2flow2act.preprocessing.video import frame_indices, iter_video, probe_video
 from im2flow2act.preprocessing.visualize import write_overlay
-from tqdm import tqdm
-
-from im2flow2act.core.config import save_config, to_dict
 
 
 @dataclass

@@ -9,10 +9,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-from im2flow2act.preprocessing.grounding.base import Box
-from im2flow2act.preprocessing.pretrained import load_once
 
 from im2flow2act.core.registry import Registry
+from im2flow2act.preprocessing.grounding.base import Box
+from im2flow2act.preprocessing.pretrained import load_once
 
 SEGMENTERS: Registry = Registry("segmenter")
 

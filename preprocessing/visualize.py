@@ -13,6 +13,7 @@ from typing import Literal
 
 import cv2
 import numpy as np
+
 from im2flow2act.preprocessing.tracks import to_pixels, validate_tracks
 from im2flow2act.preprocessing.video import write_video
 

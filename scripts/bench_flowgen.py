@@ -17,11 +17,11 @@ from pathlib import Path
 
 import numpy as np
 import torch
+
+from im2flow2act.core.bench_log import append_row
 from im2flow2act.im2flow.evaluate import FlowEvalConfig, evaluate, markdown_table
 from im2flow2act.im2flow.generator import load_generator
 from im2flow2act.im2flow.train import EXPORT, FlowTrainConfig, FlowTrainer
-
-from im2flow2act.core.bench_log import append_row
 
 REPO = Path(__file__).resolve().parents[1]
 

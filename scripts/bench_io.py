@@ -16,12 +16,12 @@ from pathlib import Path
 
 import cv2
 import numpy as np
+
+from im2flow2act.core.bench_log import append_row
 from im2flow2act.preprocessing.dataset import Episode, FlowDataset, FlowDatasetWriter
 from im2flow2act.preprocessing.trackers import TRACKERS
 from im2flow2act.preprocessing.tracks import grid_in_box, to_pixels
 from im2flow2act.preprocessing.video import probe_video, read_video
-
-from im2flow2act.core.bench_log import append_row
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_VIDEO = REPO.parent / "shared" / "data" / "videos" / "cups.mp4"

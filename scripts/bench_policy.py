@@ -15,11 +15,11 @@ import time
 from pathlib import Path
 
 import torch
+
+from im2flow2act.core.bench_log import append_row
 from im2flow2act.policies.data import PlayWindows
 from im2flow2act.policies.evaluate import EvalConfig, evaluate
 from im2flow2act.policies.train import load_policy
-
-from im2flow2act.core.bench_log import append_row
 
 REPO = Path(__file__).resolve().parents[1]
 TASKS = ["pick_place", "pour", "open_drawer", "fold_cloth"]

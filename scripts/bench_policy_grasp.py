@@ -18,10 +18,10 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from im2flow2act.policies.data import PlayWindows, WindowConfig
-from im2flow2act.policies.train import load_policy
 
 from im2flow2act.core.bench_log import append_row
+from im2flow2act.policies.data import PlayWindows, WindowConfig
+from im2flow2act.policies.train import load_policy
 
 REPO = Path(__file__).resolve().parents[1]
 CLOSED_BELOW = 0.05

@@ -18,10 +18,10 @@ import time
 from pathlib import Path
 
 import torch
-from im2flow2act.policies.train import TrainConfig, Trainer
 
 from im2flow2act.core.bench_log import append_row
 from im2flow2act.core.config import load_config
+from im2flow2act.policies.train import TrainConfig, Trainer
 
 REPO = Path(__file__).resolve().parents[1]
 VARIANTS = {

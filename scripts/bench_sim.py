@@ -17,11 +17,11 @@ import time
 from pathlib import Path
 
 import numpy as np
+
+from im2flow2act.core.bench_log import append_row
 from im2flow2act.policies.sim.agents import follow
 from im2flow2act.policies.sim.env import SimEnv
 from im2flow2act.policies.sim.generate import GenerateConfig, generate
-
-from im2flow2act.core.bench_log import append_row
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -38,6 +38,7 @@ def measure(name: str, options: dict, video: str, num_frames: int, num_points: i
     """One tracker, one point count, in this (fresh) process."""
     import numpy as np
     import torch
+
     from im2flow2act.preprocessing.trackers import TRACKERS
     from im2flow2act.preprocessing.tracks import grid_in_box
     from im2flow2act.preprocessing.video import read_video

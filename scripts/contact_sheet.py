@@ -14,10 +14,11 @@ from pathlib import Path
 
 import cv2
 import numpy as np
+from PIL import Image
+
 from im2flow2act.preprocessing.dataset import FlowDataset
 from im2flow2act.preprocessing.video import read_video
 from im2flow2act.preprocessing.visualize import draw_tracks
-from PIL import Image
 
 
 def strip_of(frames: np.ndarray, columns: int, label: str) -> np.ndarray:

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import yaml
 from conftest import CLIP_BOX, run_cli
+
 from im2flow2act.preprocessing.dataset import FlowDataset
 from im2flow2act.preprocessing.video import probe_video
 
@@ -175,8 +176,9 @@ def test_sim_bad_task_and_show(tmp_path):
 
 def test_flow_sample_on_a_real_frame_writes_npz_and_gif(tmp_path, clip_path):
     import torch
-    from im2flow2act.im2flow.generator import FlowGenerator
     from tiny_configs import tiny_generator_config
+
+    from im2flow2act.im2flow.generator import FlowGenerator
 
     torch.manual_seed(0)
     generator = FlowGenerator(tiny_generator_config()).save(tmp_path / "g.pt")

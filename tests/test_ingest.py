@@ -4,8 +4,9 @@ import json
 import shutil
 
 from conftest import run_cli
-from im2flow2act.preprocessing.dataset import FlowDataset
 from tiny_models import save_grounding_dino
+
+from im2flow2act.preprocessing.dataset import FlowDataset
 
 FAST = ["max_frames=16", "grid_size=8", "grounder_args.threshold_px=3", "grounder_args.grid_size=16"]
 

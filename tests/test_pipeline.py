@@ -9,14 +9,15 @@ import subprocess
 
 import numpy as np
 import pytest
+from PIL import Image
+from tiny_configs import tiny_generator_config, tiny_policy_config
+
 from im2flow2act.im2flow.train import FlowTrainConfig
 from im2flow2act.policies.data import WindowConfig
 from im2flow2act.policies.evaluate import EvalConfig
 from im2flow2act.policies.pipeline import STAGES, Pipeline, PipelineConfig
 from im2flow2act.policies.train import TrainConfig
 from im2flow2act.preprocessing.ingest import IngestConfig
-from PIL import Image
-from tiny_configs import tiny_generator_config, tiny_policy_config
 
 
 def miniature() -> PipelineConfig:

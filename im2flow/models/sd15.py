@@ -20,9 +20,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from im2flow2act.preprocessing.pretrained import load_once
 from torch import nn
 from torch.nn import functional as F
+
+from im2flow2act.preprocessing.pretrained import load_once
 
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)

@@ -14,6 +14,7 @@ from dataclasses import dataclass, replace
 
 import mujoco
 import numpy as np
+
 from im2flow2act.policies.sim.env import TOP_DOWN, Action, SimEnv
 from im2flow2act.policies.sim.tasks import OPEN, Waypoint
 

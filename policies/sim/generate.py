@@ -18,6 +18,9 @@ from pathlib import Path
 from typing import Literal
 
 import numpy as np
+from tqdm import tqdm
+
+from im2flow2act.core.config import save_config
 from im2flow2act.policies.sim.agents import DEFAULT_PLAY_MIX, PlayStyle, check_play_mix, follow, play_actions
 from im2flow2act.policies.sim.env import SimEnv
 from im2flow2act.policies.sim.record import RecordConfig, record
@@ -25,9 +28,6 @@ from im2flow2act.policies.sim.scene import SceneConfig
 from im2flow2act.policies.sim.tasks import TASKS
 from im2flow2act.preprocessing.dataset import FlowDatasetWriter
 from im2flow2act.preprocessing.visualize import write_overlay
-from tqdm import tqdm
-
-from im2flow2act.core.config import save_config
 
 Mode = Literal["demos", "play", "expert"]
 KIND = {"demos": "sim_demo", "play": "play", "expert": "sim_demo"}

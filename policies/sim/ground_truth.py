@@ -15,6 +15,7 @@ from dataclasses import dataclass
 
 import mujoco
 import numpy as np
+
 from im2flow2act.policies.sim.scene import Camera
 from im2flow2act.preprocessing.tracks import grid_in_mask, pixel_indices
 

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 import mink
 import mujoco
 import numpy as np
+
 from im2flow2act.policies.sim.robot import ARM_JOINTS, EE_SITE, robot_defaults, robot_equality, ur5e_body
 
 

@@ -10,6 +10,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import numpy as np
+
 from im2flow2act.policies.sim.env import Action, SimEnv
 from im2flow2act.policies.sim.ground_truth import embodiment_mask, object_labels, sample_points
 from im2flow2act.preprocessing.dataset import Episode

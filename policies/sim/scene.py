@@ -18,6 +18,7 @@ from pathlib import Path
 
 import mujoco
 import numpy as np
+
 from im2flow2act.policies.sim.robot import robot_actuators, robot_defaults, robot_equality, ur5e_body
 from im2flow2act.preprocessing.tracks import pixel_indices
 

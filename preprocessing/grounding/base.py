@@ -11,9 +11,9 @@ from abc import ABC, abstractmethod
 from dataclasses import dataclass
 
 import numpy as np
-from im2flow2act.preprocessing.pretrained import ModelNotAvailable  # noqa: F401  (re-exported: grounders raise it)
 
 from im2flow2act.core.registry import Registry
+from im2flow2act.preprocessing.pretrained import ModelNotAvailable  # noqa: F401  (re-exported: grounders raise it)
 
 GROUNDERS: Registry[Grounder] = Registry("grounder")
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+
 from im2flow2act.preprocessing.grounding.base import GROUNDERS, Box, Grounder, NoObjectFound
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+
 from im2flow2act.preprocessing.grounding.base import GROUNDERS, Box, ImageGrounder, clip_box
 from im2flow2act.preprocessing.pretrained import load_once
 

@@ -22,11 +22,12 @@ from typing import Any
 
 import cv2
 import numpy as np
+from scipy import sparse
+from scipy.sparse import csgraph
+
 from im2flow2act.preprocessing.grounding.base import GROUNDERS, Box, Grounder, NoObjectFound
 from im2flow2act.preprocessing.trackers import TRACKERS
 from im2flow2act.preprocessing.tracks import grid_in_box
-from scipy import sparse
-from scipy.sparse import csgraph
 
 
 @dataclass

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 
 import cv2
 import numpy as np
+
 from im2flow2act.preprocessing.trackers.base import TRACKERS, OnlineTracker, check_inputs
 from im2flow2act.preprocessing.tracks import to_normalized, to_pixels
 

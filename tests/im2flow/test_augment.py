@@ -6,12 +6,13 @@ import cv2
 import numpy as np
 import pytest
 import torch
+from test_generator import tiny_train_config
+from tiny_configs import G, T
+
 from im2flow2act.im2flow.augment import AugmentConfig, augment_batch, random_maps
 from im2flow2act.im2flow.data import ClipConfig, build_clips
 from im2flow2act.im2flow.flow_image import FlowImageConfig, decode
 from im2flow2act.im2flow.train import FlowTrainer
-from test_generator import tiny_train_config
-from tiny_configs import G, T
 
 
 @pytest.fixture(scope="module")

@@ -5,12 +5,13 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from tiny_models import save_clip_vision, save_sd15
+
 from im2flow2act.im2flow.flow_image import FlowImageConfig
 from im2flow2act.im2flow.generator import FlowGenerator, GeneratorConfig, load_generator
 from im2flow2act.im2flow.train import EXPORT, FlowTrainConfig, FlowTrainer
 from im2flow2act.preprocessing.pretrained import ModelNotAvailable
 from im2flow2act.preprocessing.tracks import grid_in_box
-from tiny_models import save_clip_vision, save_sd15
 
 G, T = 8, 4
 

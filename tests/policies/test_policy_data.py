@@ -2,6 +2,7 @@
 
 import numpy as np
 import torch
+
 from im2flow2act.policies.data import PlayWindows, WindowConfig
 from im2flow2act.policies.normalizer import Normalizer
 from im2flow2act.policies.sim.scene import camera_from_attrs

@@ -2,6 +2,7 @@
 
 import numpy as np
 import pytest
+
 from im2flow2act.policies.sim.agents import CLOSED, PlayStyle, follow, play_actions, random_primitive, slerp
 from im2flow2act.policies.sim.env import TOP_DOWN, Action, SimEnv
 from im2flow2act.policies.sim.generate import GenerateConfig, generate, job_seed

@@ -3,6 +3,9 @@ from pathlib import Path
 
 import pytest
 import yaml
+
+from im2flow2act.core.config import ConfigError, load_config, save_config, to_dict
+from im2flow2act.core.registry import Registry, UnknownComponentError
 from im2flow2act.im2flow.evaluate import FlowEvalConfig
 from im2flow2act.im2flow.train import FlowTrainConfig
 from im2flow2act.policies.evaluate import EvalConfig
@@ -11,9 +14,6 @@ from im2flow2act.policies.sim.generate import GenerateConfig
 from im2flow2act.policies.train import TrainConfig
 from im2flow2act.preprocessing.ingest import IngestConfig
 from im2flow2act.preprocessing.trackers import TRACKERS
-
-from im2flow2act.core.config import ConfigError, load_config, save_config, to_dict
-from im2flow2act.core.registry import Registry, UnknownComponentError
 
 REPO = Path(__file__).resolve().parents[2]
 CONFIG_FILES = {

@@ -14,6 +14,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 from conftest import moving_texture
+
+from im2flow2act.core.config import ConfigError
 from im2flow2act.preprocessing.pretrained import ModelNotAvailable
 from im2flow2act.preprocessing.trackers import TRACKERS, OnlineTracker
 from im2flow2act.preprocessing.trackers.cotracker3 import CoTracker3Config, CoTracker3OnlineConfig
@@ -32,8 +34,6 @@ from im2flow2act.preprocessing.trackers.cotracker3.sampling import (
     support_features,
 )
 from im2flow2act.preprocessing.trackers.cotracker3.weights import load_weights
-
-from im2flow2act.core.config import ConfigError
 
 MANIFESTS = Path(__file__).resolve().parents[2] / "data" / "cotracker3"
 RES = (32, 48)  # the smallest model resolution the 4-level pyramid allows

@@ -9,6 +9,7 @@ import time
 import numpy as np
 import pytest
 import zarr
+
 from im2flow2act.preprocessing.dataset import (
     SCHEMA_VERSION,
     DatasetError,

@@ -1,10 +1,11 @@
 import numpy as np
 import pytest
 from conftest import SHARED_VIDEOS, moving_texture
+from tiny_models import save_grounding_dino, save_owlv2, save_sam
+
 from im2flow2act.preprocessing.grounding import GROUNDERS, Box, ModelNotAvailable, NoObjectFound
 from im2flow2act.preprocessing.segmentation import SEGMENTERS
 from im2flow2act.preprocessing.video import read_video
-from tiny_models import save_grounding_dino, save_owlv2, save_sam
 
 
 def moving_square_video(num_frames=24, size=128, seed=3):

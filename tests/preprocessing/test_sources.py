@@ -2,6 +2,7 @@ import json
 import shutil
 
 import pytest
+
 from im2flow2act.preprocessing.download import DownloadConfig, DownloadError, fetch
 from im2flow2act.preprocessing.sources import parse_box, resolve_inputs
 

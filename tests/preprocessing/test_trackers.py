@@ -1,6 +1,7 @@
 import numpy as np
 import pytest
 from conftest import moving_texture
+
 from im2flow2act.preprocessing.trackers import TRACKERS, LKConfig, OnlineTracker
 from im2flow2act.preprocessing.tracks import grid_in_box, to_pixels
 

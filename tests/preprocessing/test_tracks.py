@@ -1,5 +1,6 @@
 import numpy as np
 import pytest
+
 from im2flow2act.preprocessing.tracks import (
     TrackShapeError,
     box_to_normalized,

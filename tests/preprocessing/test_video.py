@@ -1,6 +1,7 @@
 import av
 import numpy as np
 import pytest
+
 from im2flow2act.preprocessing.video import VideoError, frame_indices, probe_video, read_video, write_video
 
 

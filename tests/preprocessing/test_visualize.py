@@ -1,5 +1,6 @@
 import numpy as np
 import pytest
+
 from im2flow2act.preprocessing.tracks import to_pixels
 from im2flow2act.preprocessing.video import probe_video, read_video
 from im2flow2act.preprocessing.visualize import (

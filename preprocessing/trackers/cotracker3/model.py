@@ -18,6 +18,8 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import torch
+from torch import nn
+
 from im2flow2act.preprocessing.trackers.cotracker3.blocks import BasicEncoder, Mlp
 from im2flow2act.preprocessing.trackers.cotracker3.sampling import (
     feature_pyramid,
@@ -27,7 +29,6 @@ from im2flow2act.preprocessing.trackers.cotracker3.sampling import (
     support_features,
 )
 from im2flow2act.preprocessing.trackers.cotracker3.updateformer import EfficientUpdateFormer
-from torch import nn
 
 STRIDE = 4
 """Feature maps are at 1/4 of the model resolution."""

@@ -27,12 +27,14 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal
 
 import numpy as np
+
 from im2flow2act.preprocessing.pretrained import TrackerWeightsNotAvailable
 from im2flow2act.preprocessing.trackers.base import TRACKERS, OnlineTracker, Tracker, check_inputs
 from im2flow2act.preprocessing.tracks import to_normalized, to_pixels
 
 if TYPE_CHECKING:
     import torch
+
     from im2flow2act.preprocessing.trackers.cotracker3.model import CoTracker3
 
 
@@ -111,6 +113,7 @@ class _CoTracker3Backend(Tracker):
 
     def _build_model(self) -> CoTracker3:
         import torch
+
         from im2flow2act.preprocessing.trackers.cotracker3 import model as models
         from im2flow2act.preprocessing.trackers.cotracker3 import weights
 
@@ -280,6 +283,7 @@ class CoTracker3OnlineTracker(_CoTracker3Backend, OnlineTracker):
     # ----- online interface ----------------------------------------------------------------
     def reset(self, first_frame: np.ndarray, queries: np.ndarray) -> None:
         import torch
+
         from im2flow2act.preprocessing.trackers.cotracker3.model import SlidingWindows
 
         queries = np.asarray(queries, np.float32)

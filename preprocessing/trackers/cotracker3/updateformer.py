@@ -8,8 +8,9 @@ points instead of quadratically.
 from __future__ import annotations
 
 import torch
-from im2flow2act.preprocessing.trackers.cotracker3.blocks import AttnBlock, CrossAttnBlock
 from torch import nn
+
+from im2flow2act.preprocessing.trackers.cotracker3.blocks import AttnBlock, CrossAttnBlock
 
 
 class EfficientUpdateFormer(nn.Module):

@@ -14,8 +14,9 @@ from pathlib import Path
 from typing import Literal
 
 import torch
-from im2flow2act.preprocessing.pretrained import TrackerWeightsNotAvailable, looks_local
 from torch import nn
+
+from im2flow2act.preprocessing.pretrained import TrackerWeightsNotAvailable, looks_local
 
 Variant = Literal["offline", "online"]
 
