@@ -133,3 +133,22 @@ def test_registry_builds_by_name_and_checks_options():
     with pytest.raises(ValueError, match="registered twice"):
         reg.register("plain", Inner)(make)
     assert "lk" in TRACKERS.names()
+
+
+def test_presets_resolve_by_name_or_path(tmp_path):
+    from im2flow2act.core.presets import preset_names, resolve_preset
+
+    for relpath in sorted(CONFIG_FILES) + sorted(PRESETS):
+        _, stage, file = relpath.split("/")
+        shipped = resolve_preset(stage, Path(file).stem)
+        assert shipped.read_text() == (REPO / relpath).read_text()
+    assert preset_names("pipeline") == ["full", "quick"]
+    own = tmp_path / "mine.yaml"
+    own.write_text("name: mine\n")
+    assert resolve_preset("pipeline", own) == own
+    with pytest.raises(ConfigError, match="unknown pipeline preset 'quik'; shipped: full, quick"):
+        resolve_preset("pipeline", "quik")
+    with pytest.raises(ConfigError, match="config file not found: .*absent.yaml"):
+        resolve_preset("policy", tmp_path / "absent.yaml")
+    with pytest.raises(ValueError, match="no presets for stage 'polcy'"):
+        resolve_preset("polcy", "eval")
