@@ -1,10 +1,11 @@
 """A contact sheet: frames (tracks drawn) of one episode per task per dataset, or of overlay videos.
 
     .venv/bin/python scripts/contact_sheet.py outputs/sim_demos/dataset.zarr outputs/sim_play/dataset.zarr \
-        --out docs/sim_contact_sheet.png
-    .venv/bin/python scripts/contact_sheet.py outputs/ingest/overlays/*.mp4 --out docs/ingest_sheet.jpg
+        --out docs/results/sim_contact_sheet.png
+    .venv/bin/python scripts/contact_sheet.py outputs/ingest/overlays/*.mp4 \
+        --out docs/results/ingest_contact_sheet.jpg
     .venv/bin/python scripts/contact_sheet.py outputs/im2flow/bench_eval/gifs/*.gif --last \
-        --out docs/flowgen_samples.jpg      # generated vs true flows: each GIF's last frame, full size
+        --out outputs/flowgen_samples.jpg   # generated vs true flows: each GIF's last frame, full size
 """
 
 from __future__ import annotations
@@ -34,7 +35,7 @@ def main() -> None:
     parser.add_argument(
         "datasets", nargs="+", type=Path, help="flow datasets (.zarr) or overlay videos (.mp4)"
     )
-    parser.add_argument("--out", type=Path, default=Path("docs/sim_contact_sheet.png"))
+    parser.add_argument("--out", type=Path, default=Path("docs/results/sim_contact_sheet.png"))
     parser.add_argument("--columns", type=int, default=5)
     parser.add_argument("--last", action="store_true", help="videos: only the last frame, at full size")
     args = parser.parse_args()
