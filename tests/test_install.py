@@ -8,6 +8,7 @@ nothing can come from the checkout: not the stage folders, not ``configs/``.
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -15,6 +16,7 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
+NOT_SOURCE = (".git", ".venv", "outputs", "build", "*.egg-info", "__pycache__", "tests", "docs", "data")
 
 
 @pytest.fixture(scope="module")
@@ -23,7 +25,9 @@ def installed(tmp_path_factory) -> tuple[Path, dict[str, str]]:
     root = tmp_path_factory.mktemp("install")
     wheels, site = root / "wheels", root / "site"
     pip = [sys.executable, "-m", "pip", "--disable-pip-version-check", "-q"]
-    subprocess.run([*pip, "wheel", "--no-deps", "--no-build-isolation", "-w", wheels, REPO], check=True)
+    source = root / "source"  # a copy: building in place would leave build/ (and stale files) in the repo
+    shutil.copytree(REPO, source, ignore=shutil.ignore_patterns(*NOT_SOURCE))
+    subprocess.run([*pip, "wheel", "--no-deps", "--no-build-isolation", "-w", wheels, source], check=True)
     (wheel,) = wheels.glob("im2flow2act-*.whl")
     subprocess.run([*pip, "install", "--no-deps", "--target", site, wheel], check=True)
     env = {**os.environ, "PYTHONPATH": str(site), "MUJOCO_GL": os.environ.get("MUJOCO_GL", "egl")}
