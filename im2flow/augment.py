@@ -10,8 +10,8 @@ move together under one affine map of normalised image coordinates, ``u_source =
 The crop always keeps the whole query grid in the picture. Flow frames may leave [0, 1] after a zoom, as
 they may in a real video; ``decode`` clips them as usual.
 
-Measured on the ``full`` preset's clips (README, Results): within 2000 CPU steps it spreads the samples
-more but is worse on average (ADE 18.8 against 16.1 px), so it is off by default.
+Off by default: within a CPU training budget it spreads the samples more but is worse on average and
+follows the instruction less (docs/results/im2flow.md).
 """
 
 from __future__ import annotations

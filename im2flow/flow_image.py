@@ -1,4 +1,4 @@
-"""Object flow as a short video of G×G "flow images" (the reference's §2), and back to point tracks.
+"""Object flow as a short video of G×G "flow images" (as in the Im2Flow2Act paper), and back to point tracks.
 
 A G×G grid of query points in the object box is tracked; frame t of the flow video is a 3-channel G×G
 image whose pixel (row i, column j) holds where grid point (i, j) is at time t and whether it is visible.

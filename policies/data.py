@@ -36,7 +36,8 @@ class WindowConfig:
     action_horizon: int = 8
     num_points: int = 64
     plan_frames: int = 16
-    """Both cheaper than 128 points × 32 frames by 3× per training step and measured equal (see README)."""
+    """Both cheaper than 128 points × 32 frames per training step, with the same success
+    (docs/results/policies.md)."""
 
 
 @dataclass

@@ -1,4 +1,4 @@
-"""The flow dataset: one zarr store for human videos, sim demonstrations and robot play (DESIGN §3).
+"""The flow dataset: one zarr store for human videos, sim demonstrations and robot play (docs/design.md §5).
 
 Layout of a store (a directory)::
 

@@ -1,4 +1,4 @@
-"""The point-track contract every stage relies on (DESIGN §3), in code.
+"""The point-track contract every stage relies on (docs/design.md §4), in code.
 
 * ``tracks``: float32 ``(T, N, 2)``, (x, y) normalised to [0, 1] by image width and height
   (x right, y down).
@@ -87,8 +87,8 @@ def fill_lost_points(tracks: np.ndarray, visibility: np.ndarray, neighbours: int
     """Tracks whose not-visible positions follow their visible neighbours instead of standing still.
 
     A tracker keeps a lost point where it last saw it, so a flow read from such tracks says the object
-    stopped there (LK loses most points on the sim's drawer within 10–30 frames; the median point then
-    moved 0–22 px where the drawer's moved 52–60 px). Here a point not visible at frame t moves from its
+    stopped there (on the sim's drawer LK loses most points early, and the plan then under-reports the
+    drawer's motion; see docs/results/policies.md). Here a point not visible at frame t moves from its
     last visible frame s like the ``neighbours`` points nearest to it at s that are visible at both s
     and t (inverse-distance weighted mean displacement), the way the simulator's own tracks keep moving
     behind an occluder.

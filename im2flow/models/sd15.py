@@ -1,4 +1,4 @@
-"""The ``sd15`` preset: the reference design (§3 of the reference notes) on ``diffusers`` and ``peft``.
+"""The ``sd15`` preset: the Im2Flow2Act paper's flow generator on ``diffusers`` and ``peft``.
 
 - Flow images live in the Stable Diffusion 1.5 VAE latent space (each frame encoded on its own, × the VAE's
   scaling factor); the VAE decoder can be fine-tuned on flow images first (``finetune_decoder``).

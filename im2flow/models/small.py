@@ -39,8 +39,8 @@ class SmallConfig:
     token_coordinates: bool = True
     """Add each image token's own (x, y) centre (raw and sin-cos) to it through a linear map, so attending to
     a place in the picture (the plate, the bowl) returns its position as numbers the flow can move toward.
-    Measured on the full preset's clips (one run each): held-out ADE 14.9 against 16.1 px without it, better
-    on all four tasks, instruction following 80 % against 72 %."""
+    On by default: it lowered the held-out error and raised instruction following
+    (docs/results/im2flow.md)."""
 
 
 class ImageEncoder(nn.Module):

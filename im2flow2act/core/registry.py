@@ -1,6 +1,6 @@
 """Pick components by name: a config dataclass registered under a name, and one factory.
 
-The LeRobot pattern (DESIGN §6): ``@TRACKERS.register("lk", LKConfig)`` on a class whose constructor
+The LeRobot pattern (docs/design.md §6): ``@TRACKERS.register("lk", LKConfig)`` on a class whose constructor
 takes that config; ``TRACKERS.build("lk", {"win_size": 31})`` validates the options against the
 config dataclass (unknown keys fail with the valid ones listed) and builds the component. Tests
 iterate over ``registry.names()`` so every registered component gets exercised.

@@ -119,7 +119,7 @@ def random_primitive(env: SimEnv, rng: np.random.Generator, style: PlayStyle | N
     """One random primitive on whatever the scene holds now: grasp-and-move, push, or reach.
 
     A carried object is brought upright at height before it goes down, and held still a moment before
-    the fingers open: set down while it still swung in the grasp, half the tilted mugs fell over."""
+    the fingers open: a mug set down while it still swings in the grasp topples as the fingers open."""
     style = style or PlayStyle()
     points = env.task.grasp_points(env.model, env.data)
     kind = rng.choice(list(style.mix))

@@ -47,24 +47,21 @@ class GenerateConfig:
     videos: bool = False
     """Also write an mp4 per episode with the ground-truth tracks drawn."""
     play_primitives: int = 3
-    """Random primitives per play episode. Measured with the small policy (last 10 demos, oracle
-    tracking): 200 episodes of 3 → drawer 7/10 after 4000 steps; 600 episodes of 1 (each from the home
-    pose, like a demonstration) → drawer 4/10 after 3000 steps; pick & place 0/10 with both."""
+    """Random primitives per play episode. 1 makes every episode start from the home pose, like a
+    demonstration; the best measured policy trains on such play (docs/results/policies.md)."""
     play_mix: list[str] = field(default_factory=lambda: list(DEFAULT_PLAY_MIX))
     """Which primitives play draws, uniformly from this list (``reach`` moves no object; a kind listed twice
-    is drawn twice as often). Measured with the small policy, 600 one-primitive episodes without reaches:
-    drawer 7/10, pick & place 0/10 (6/10 and 0/10 with them). 200 three-primitive episodes without pushes
-    (``[grasp_move, grasp_move, reach]``), 6000 steps, last 20 demos: drawer 10/20, pick & place 0/20 (11/20
-    and 0/20 with pushes)."""
+    is drawn twice as often). Leaving out pushes or reaches changed the policy's successes only within
+    run-to-run noise (docs/results/policies.md)."""
     play_place_on: float = 0.0
     """Probability that play sets a carried object down on another object's top (the plate), anywhere it
-    stands, instead of anywhere on the table. Uniform table places put 8 % of mugs fully on the plate. With
-    0.25 (and the medium policy, 6000 steps): pick & place 16/20 and 13/20 on two held-out demo sets, against
-    14/20 and 13/20 without it and without the gentle set-down (README, Results)."""
+    stands, instead of anywhere on the table, where few land fully on the plate. Play that sometimes ends
+    on the plate shows the policy more places like a pick & place demonstration's
+    (docs/results/policies.md)."""
     play_hold: float = 0.0
     """Probability that a play episode's last grasp ends holding the object up (see ``PlayStyle.hold``).
-    200 such episodes (``play_hold=1``) added to the 800 above: pick & place 19/20 and 18/20, the drawer
-    18/20 and 18/20, pouring 4/20 (2/20 before) — ``scripts/policy_medium.sh``."""
+    Without it every play grasp ends by letting go, while a pouring demonstration ends holding the mug;
+    ``scripts/policy_medium.sh`` adds such episodes (docs/results/policies.md)."""
     image_size: tuple[int, int] = (256, 256)
     record: RecordConfig = field(default_factory=RecordConfig)
 
