@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
-# The best policy measured on a 2-core CPU (README, Results, Policy: the fifth run), end to end:
-# 1000 one-primitive play episodes (~9 min; 200 of them end holding the mug), train_medium for 6000 steps
-# (~52 min), held-out demos, and the benchmark (oracle and LK online tracking side by side, ~15 min).
+# The best policy measured on a CPU (docs/results/policies.md), end to end, about an hour and a half on 2
+# cores: 1000 one-primitive play episodes (200 of them end holding the mug), train_medium for 6000 steps,
+# held-out demos, and the benchmark (oracle and LK online tracking side by side).
 # Every step resumes if interrupted.
 #   bash scripts/policy_medium.sh [OUT]        (default: outputs/policy_medium)
 set -euo pipefail

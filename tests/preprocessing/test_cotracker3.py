@@ -43,7 +43,7 @@ FAST = dict(random_weights=True, model_resolution=RES, device="cpu", iters=1)
 @pytest.fixture(scope="module", autouse=True)
 def one_thread():
     """Tiny tensors gain nothing from a second thread, and on a busy machine every parallel op waits for a
-    descheduled thread (measured here: 3 s instead of 0.08 s for one CNN pass); one thread is both faster
+    descheduled thread (one CNN pass can take many times longer); one thread is both faster
     and steady."""
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
