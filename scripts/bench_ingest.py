@@ -1,4 +1,4 @@
-"""Benchmark ingest on the shared real clips: videos/minute, frames/s, peak memory at 1 and 2 workers.
+"""Benchmark ingest on a folder of real clips: videos/minute, frames/s, peak memory at 1 and 2 workers.
 
     .venv/bin/python scripts/bench_ingest.py [--videos DIR] [--out outputs/bench/ingest.jsonl]
 

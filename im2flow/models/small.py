@@ -129,7 +129,7 @@ class SmallDenoiser(nn.Module):
             sample_size=grid_size,
             in_channels=3 * num_frames + 2 + config.point_feature_dim,
             out_channels=3 * num_frames,
-            # no attention at full grid resolution: it made a training step 4× slower on a CPU
+            # no attention at full grid resolution: it made a training step several times slower on a CPU
             down_block_types=("DownBlock2D",) + ("CrossAttnDownBlock2D",) * (depth - 1),
             up_block_types=("CrossAttnUpBlock2D",) * (depth - 1) + ("UpBlock2D",),
             block_out_channels=tuple(channels),
