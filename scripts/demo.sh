@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Set up (if needed) and run the main job: (1) ingest the committed real clip into object flow, then
 # (2) the whole chain with the `quick` preset (sim demos and play → ingest → im2flow → policy → evaluation
-# → report), minutes on a 2-core CPU; a rerun resumes where it stopped. Results land in outputs/.
+# → report), a few minutes on a 2-core CPU; a rerun resumes where it stopped. Results land in outputs/.
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 bash "$ROOT/scripts/setup.sh"
