@@ -26,7 +26,7 @@ sim_app = typer.Typer(
 )
 
 TaskOpt = Annotated[
-    list[str] | None, typer.Option("--task", help="Task(s) to run (repeat); default: all four.")
+    list[str] | None, typer.Option("--task", help="Task(s) to run (repeat); default: every registered task.")
 ]
 EpisodesOpt = Annotated[int, typer.Option(help="Episodes per task.")]
 WorkersOpt = Annotated[int, typer.Option(help="Worker processes.")]

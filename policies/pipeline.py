@@ -29,6 +29,7 @@ from im2flow2act.im2flow.train import EXPORT, FlowTrainConfig, FlowTrainer
 from im2flow2act.policies.evaluate import EvalConfig
 from im2flow2act.policies.evaluate import evaluate as evaluate_policy
 from im2flow2act.policies.sim.generate import GenerateConfig, generate
+from im2flow2act.policies.sim.tasks import task_names
 from im2flow2act.policies.train import TrainConfig, Trainer
 from im2flow2act.preprocessing.dataset import FlowDataset
 from im2flow2act.preprocessing.ingest import IngestConfig, ingest_batch, write_summary
@@ -43,7 +44,8 @@ STAGES = ("demos", "videos", "ingest", "im2flow", "play", "policy", "evaluate", 
 @dataclass
 class PipelineConfig:
     name: str = "quick"
-    tasks: list[str] = field(default_factory=lambda: ["pick_place", "pour", "open_drawer", "fold_cloth"])
+    tasks: list[str] = field(default_factory=task_names)
+    """Default: every registered task (``policies.sim.tasks``)."""
     image_size: list[int] = field(default_factory=lambda: [128, 128])
     """(width, height) of every rendered frame (demos, play, evaluation)."""
     workers: int = 2

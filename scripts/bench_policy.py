@@ -2,8 +2,10 @@
 training time (from the run's metrics.csv), and the action latency (ms per chunk, 16 DDIM steps).
 
     .venv/bin/python scripts/bench_policy.py --run outputs/policy --demos outputs/sim_demos/dataset.zarr \
-        [--episodes 20] [--action-samples 16] [--tasks pick_place open_drawer] \
+        [--episodes 20] [--action-samples 16] [--tasks pick_place open_drawer] [--trackers oracle lk] \
         [--out outputs/bench/policy.jsonl]
+
+Tasks default to every registered task; trackers and plan sources are the registered names.
 """
 
 from __future__ import annotations
@@ -18,11 +20,11 @@ import torch
 
 from im2flow2act.core.bench_log import append_row
 from im2flow2act.policies.data import PlayWindows
-from im2flow2act.policies.evaluate import EvalConfig, evaluate
-from im2flow2act.policies.train import load_policy
+from im2flow2act.policies.evaluate import ONLINE_TRACKERS, PLAN_SOURCES, EvalConfig, evaluate
+from im2flow2act.policies.sim.tasks import task_names
+from im2flow2act.policies.train import EXPORT, load_policy
 
 REPO = Path(__file__).resolve().parents[1]
-TASKS = ["pick_place", "pour", "open_drawer", "fold_cloth"]
 
 
 def action_latency_ms(
@@ -61,16 +63,18 @@ def main() -> None:
     parser.add_argument("--run", type=Path, default=REPO / "outputs" / "policy")
     parser.add_argument("--demos", default=str(REPO / "outputs" / "sim_demos" / "dataset.zarr"))
     parser.add_argument("--episodes", type=int, default=20)
-    parser.add_argument("--plan-source", default="tracked", choices=["tracked", "ground_truth"])
-    parser.add_argument("--tasks", nargs="+", default=TASKS, choices=TASKS)
+    parser.add_argument("--plan-source", default="tracked", choices=PLAN_SOURCES.names())
+    parser.add_argument("--generator", default=EvalConfig().generator, help="generated plans: the model")
+    parser.add_argument("--tasks", nargs="+", default=task_names(), choices=task_names())
+    parser.add_argument("--trackers", nargs="+", default=["oracle", "lk"], choices=ONLINE_TRACKERS.names())
     parser.add_argument(
         "--action-samples", type=int, default=16, help="chunks sampled per step; the medoid is executed"
     )
     parser.add_argument("--out", type=Path, default=REPO / "outputs" / "bench" / "policy.jsonl")
     args = parser.parse_args()
-    policy_path = args.run / "policy_ema.pt"
+    policy_path = args.run / EXPORT
     tables = {}
-    for tracker in ("oracle", "lk"):
+    for tracker in args.trackers:
         cfg = EvalConfig(
             policy=str(policy_path),
             demos=args.demos,
@@ -79,6 +83,7 @@ def main() -> None:
             action_samples=args.action_samples,
             tracker=tracker,
             plan_source=args.plan_source,
+            generator=args.generator,
             videos=False,
         )
         tables[tracker] = evaluate(cfg, args.run / "bench_eval", progress=True)["tasks"]
@@ -88,10 +93,10 @@ def main() -> None:
         f"\nim2flow2act policy benchmark — {args.run}, {args.episodes} held-out demos per task, "
         f"{args.plan_source} plan, medoid of {args.action_samples} chunk(s), {os.cpu_count()} CPU cores\n"
     )
-    print(f"{'task':<14}{'oracle':>10}{'lk':>10}")
+    print(f"{'task':<14}" + "".join(f"{t:>18}" for t in args.trackers))
     for task in args.tasks:
-        cells = [tables[t].get(task, {}).get("success_rate") for t in ("oracle", "lk")]
-        print(f"{task:<14}" + "".join(f"{'—' if v is None else f'{v:.0%}':>10}" for v in cells))
+        cells = [tables[t].get(task, {}).get("success_rate") for t in args.trackers]
+        print(f"{task:<14}" + "".join(f"{'—' if v is None else f'{v:.0%}':>18}" for v in cells))
     print(
         f"\ntraining: {steps} steps in {seconds / 60:.1f} min; "
         f"action latency {latency:.0f} ms per chunk (16 DDIM steps, {args.action_samples} sample(s))"

@@ -1,7 +1,7 @@
 """Benchmark how precisely a trained policy reaches a grasp, open loop, on recorded play.
 
-    .venv/bin/python scripts/bench_policy_grasp.py --policy outputs/policy/policy_ema.pt \
-        --play outputs/sim_play/dataset.zarr [--lead 12] [--samples 8] \
+    .venv/bin/python scripts/bench_policy_grasp.py --policy outputs/policy/policy \
+        --play outputs/sim_play/dataset.zarr [--lead 12] [--samples 8] [--tasks pick_place open_drawer] \
         [--out outputs/bench/policy_grasp.jsonl]
 
 A closed-loop success rate of 0/20 does not say whether the policy cannot find the object or cannot
@@ -9,6 +9,7 @@ choose what to do with it. This isolates the first: for every play episode, take
 ``lead`` steps before the gripper first closes, sample chunks from the policy with the episode's own plan,
 and measure how far the chunk's end effector is, at the step the recording closed, from where it closed.
 Baseline: holding still at the window's start. Run it on the training play and on held-out play.
+``--tasks`` picks the play scenes (default every registered task).
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ import torch
 
 from im2flow2act.core.bench_log import append_row
 from im2flow2act.policies.data import PlayWindows, WindowConfig
+from im2flow2act.policies.sim.tasks import task_names
 from im2flow2act.policies.train import load_policy
 
 REPO = Path(__file__).resolve().parents[1]
@@ -36,12 +38,17 @@ def scene_of(episode_name: str) -> str:
     return episode_name.rsplit("_", 1)[0]
 
 
-def grasp_errors(policy, windows: PlayWindows, lead: int, samples: int, seed: int) -> dict[str, dict]:
-    """Per scene, distances (m) to the first grasp position: the policy's chunk at the recorded close step,
-    the chunk where it closes the gripper itself (chunks that close), and holding still."""
+def grasp_errors(
+    policy, windows: PlayWindows, lead: int, samples: int, seed: int, scenes: list[str] | None = None
+) -> dict[str, dict]:
+    """Per scene (those in ``scenes``; None: all), distances (m) to the first grasp position: the policy's
+    chunk at the recorded close step, the chunk where it closes the gripper itself (chunks that close), and
+    holding still."""
     rows: dict[str, dict[str, list[float]]] = {}
     window_of = {key: i for i, key in enumerate(windows.index)}  # (episode, start step) → sample index
     for e, ep in enumerate(windows.episodes):
+        if scenes is not None and scene_of(ep.name) not in scenes:
+            continue
         closed = ep.action[:, GRIPPER] < CLOSED_BELOW
         first = np.flatnonzero(closed[1:] & ~closed[:-1])
         if len(first) == 0:
@@ -70,11 +77,12 @@ def summarise(distances: list[float]) -> dict[str, float]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--policy", type=Path, default=REPO / "outputs" / "policy" / "policy_ema.pt")
+    parser.add_argument("--policy", type=Path, default=REPO / "outputs" / "policy" / "policy")
     parser.add_argument("--play", default=str(REPO / "outputs" / "sim_play" / "dataset.zarr"))
     parser.add_argument("--lead", type=int, default=12, help="steps before the first close")
     parser.add_argument("--samples", type=int, default=8, help="chunks sampled per episode")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--tasks", nargs="+", default=task_names(), choices=task_names(), help="play scenes")
     parser.add_argument("--out", type=Path, default=REPO / "outputs" / "bench" / "policy_grasp.jsonl")
     args = parser.parse_args()
     policy = load_policy(args.policy)
@@ -83,7 +91,7 @@ def main() -> None:
         args.play,
         WindowConfig(obs_horizon=c.obs_horizon, pred_horizon=c.pred_horizon, plan_frames=c.plan_frames),
     )
-    rows = grasp_errors(policy, windows, args.lead, args.samples, args.seed)
+    rows = grasp_errors(policy, windows, args.lead, args.samples, args.seed, args.tasks)
     table = {scene: {k: summarise(v) for k, v in row.items()} for scene, row in sorted(rows.items())}
     print(
         f"\nGrasp precision, open loop, {args.lead} steps before the first close, {args.samples} chunks per "

@@ -51,6 +51,10 @@ class Registry(Generic[T]):
     def names(self) -> list[str]:
         return sorted(self._entries)
 
+    def registered(self) -> list[str]:
+        """The names in the order they were registered (``names()`` sorts them)."""
+        return list(self._entries)
+
     def entry(self, name: str) -> Entry[T]:
         if name not in self._entries:
             close = difflib.get_close_matches(name, self.names(), n=1)

@@ -25,7 +25,7 @@ from im2flow2act.policies.sim.agents import DEFAULT_PLAY_MIX, PlayStyle, check_p
 from im2flow2act.policies.sim.env import SimEnv
 from im2flow2act.policies.sim.record import RecordConfig, record
 from im2flow2act.policies.sim.scene import SceneConfig
-from im2flow2act.policies.sim.tasks import TASKS
+from im2flow2act.policies.sim.tasks import TASKS, task_names
 from im2flow2act.preprocessing.dataset import FlowDatasetWriter
 from im2flow2act.preprocessing.visualize import write_overlay
 
@@ -38,7 +38,7 @@ PLAY_SEED_BASE = 1_000_000
 
 @dataclass
 class GenerateConfig:
-    tasks: list[str] = field(default_factory=lambda: ["pick_place", "pour", "open_drawer", "fold_cloth"])
+    tasks: list[str] = field(default_factory=task_names)
     episodes: int = 10
     """Episodes per task."""
     seed: int = 0

@@ -17,6 +17,8 @@ from dataclasses import dataclass
 
 import mujoco
 import numpy as np
+
+from im2flow2act.core.registry import Registry
 from im2flow2act.policies.sim.objects import (
     BOWL_RADIUS,
     CLOTH_COUNT,
@@ -32,9 +34,13 @@ from im2flow2act.policies.sim.objects import (
     plate,
 )
 
-from im2flow2act.core.registry import Registry
-
 TASKS: Registry[Task] = Registry("task")
+
+
+def task_names() -> list[str]:
+    """Every registered task, in the order registered: the default task list of every stage. Play seeds
+    depend on a task's place in the list, so the order is kept (``TASKS.names()`` sorts)."""
+    return TASKS.registered()
 
 
 @dataclass

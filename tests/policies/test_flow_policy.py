@@ -282,10 +282,10 @@ def test_evaluation_follows_a_play_episode_own_flow(windows, play_root, tmp_path
 
 def test_evaluation_refuses_a_tracker_that_cannot_track_online():
     from im2flow2act.policies.evaluate import build_online_tracker
-    from im2flow2act.preprocessing.trackers import OnlineTracker
+    from im2flow2act.policies.online_tracking import CameraTracker, OracleTracker
 
-    assert build_online_tracker("oracle", {}) is None
-    assert isinstance(build_online_tracker("lk", {}), OnlineTracker)
+    assert isinstance(build_online_tracker("oracle", {}), OracleTracker)
+    assert isinstance(build_online_tracker("lk", {}), CameraTracker)
     with pytest.raises(ValueError, match="cannot track online"):
         build_online_tracker("cotracker3", {"random_weights": True})
 
