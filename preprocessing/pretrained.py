@@ -42,7 +42,7 @@ def load_once(
         return _CACHE[key]
     hint = (
         "get it on a machine with internet "
-        f"(`huggingface-cli download {{hub_id}} --local-dir models/{kind}`), "
+        f"(`hf download {{hub_id}} --local-dir models/{kind}`), "
         f"copy the folder here and set {config_key}=models/{kind}"
     )
     if looks_local(model):

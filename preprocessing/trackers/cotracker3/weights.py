@@ -1,7 +1,7 @@
 """Loading the official CoTracker3 checkpoints into our modules, strictly.
 
 ``checkpoint`` may be a ``.pth`` file, a folder holding the official file (what
-``huggingface-cli download facebook/cotracker3 --local-dir models/cotracker3`` makes), or the Hub repo id
+``hf download facebook/cotracker3 --local-dir models/cotracker3`` makes), or the Hub repo id
 ``facebook/cotracker3`` (downloaded through ``huggingface_hub`` when the machine is online). The file may
 hold the bare state dict (as published) or ``{"model": state_dict}``. Whatever goes wrong, the error names
 the file, where to get it and the config key to set. Nothing is downloaded at import time.
