@@ -69,3 +69,28 @@ def test_gymnasium_env_checker_passes():
         check_env(env.unwrapped)
     finally:
         env.close()
+
+
+def test_rgb_array_rendering_works_with_gymnasium_wrappers(tmp_path):
+    env = gymnasium.wrappers.RenderCollection(
+        gymnasium.make(gym_id("fold_cloth"), image_size=SIZE, render_mode="rgb_array")
+    )
+    try:
+        obs, _ = env.reset(seed=2)
+        env.step(obs["proprio"])
+        frames = env.render()
+        assert len(frames) == 2 and all(f.shape == (SIZE[1], SIZE[0], 3) for f in frames)
+        assert env.metadata["render_fps"] == 10
+    finally:
+        env.close()
+
+
+def test_record_video_writes_an_episode(tmp_path):
+    pytest.importorskip("moviepy", reason="gymnasium's RecordVideo writes with moviepy")
+    recorded = gymnasium.wrappers.RecordVideo(
+        gymnasium.make(gym_id("pour"), image_size=SIZE, render_mode="rgb_array"), str(tmp_path / "videos")
+    )
+    obs, _ = recorded.reset(seed=0)
+    recorded.step(obs["proprio"])
+    recorded.close()
+    assert list((tmp_path / "videos").glob("*.mp4"))
