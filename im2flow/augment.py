@@ -102,12 +102,19 @@ def augment_batch(
     flows: torch.Tensor,
     config: AugmentConfig,
     flow: FlowImageConfig,
-    generator: torch.Generator,
+    generator: torch.Generator | list[torch.Generator],
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """(images uint8 (B, H, W, 3), queries (B, G², 3), flows (B, T, 3, G, G)), all moved by one random map."""
+    """(images uint8 (B, H, W, 3), queries (B, G², 3), flows (B, T, 3, G, G)), all moved by one random map.
+
+    ``generator`` may be one per clip (the trainer's per-sample generators: the map then follows the clip,
+    not the batch it is in)."""
     if not config.enabled:
         return images, queries, flows
-    scale, offset, flipped = random_maps(queries, config, generator)
+    if isinstance(generator, list):
+        maps = [random_maps(queries[k : k + 1], config, g) for k, g in enumerate(generator)]
+        scale, offset, flipped = (torch.cat(parts) for parts in zip(*maps, strict=True))
+    else:
+        scale, offset, flipped = random_maps(queries, config, generator)
     g = flow.grid_size
     new_images = warp_images(images, scale, offset)
     new_queries = warp_queries(queries, scale, offset)

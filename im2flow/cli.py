@@ -8,9 +8,11 @@ from typing import Annotated
 import numpy as np
 import typer
 
+from im2flow2act.core.checkpoint import CheckpointError
 from im2flow2act.core.config import ConfigError, load_config
 from im2flow2act.core.presets import resolve_preset
 from im2flow2act.core.registry import UnknownComponentError
+from im2flow2act.core.run_log import RunFolderError
 from im2flow2act.preprocessing.dataset import DatasetError
 from im2flow2act.preprocessing.grounding import NoObjectFound
 from im2flow2act.preprocessing.pretrained import ModelNotAvailable
@@ -22,6 +24,8 @@ OverridesArg = Annotated[
     list[str] | None, typer.Argument(help="Config overrides key=value, e.g. generator.guidance_scale=3.")
 ]
 ERRORS = (
+    CheckpointError,
+    RunFolderError,
     ConfigError,
     DatasetError,
     UnknownComponentError,
@@ -45,10 +49,13 @@ def train(
     ] = None,
     out: Annotated[
         Path,
-        typer.Option(help="Run folder: clips.npz, checkpoint.pt, generator_ema.pt, samples/, metrics.csv."),
+        typer.Option(
+            help="Run folder: clips.npz, checkpoint.pt, generator/ (the model), samples/, metrics.csv."
+        ),
     ] = Path("outputs/im2flow"),
 ) -> None:
-    """Train (or resume) a flow generator on action-less videos (flow datasets with an object box)."""
+    """Train (or resume) a flow generator on action-less videos (flow datasets with an object box); runs on
+    CPU or under `accelerate launch` (k processes with batch_size B train as one with k·B)."""
     from im2flow2act.im2flow.train import EXPORT, FlowTrainConfig, FlowTrainer
 
     try:
@@ -56,7 +63,10 @@ def train(
         trainer = FlowTrainer(cfg, out)
     except ERRORS as err:
         _fail(err)
-    last = trainer.fit()
+    try:
+        last = trainer.fit()
+    except (CheckpointError, RunFolderError) as err:
+        _fail(err)
     typer.echo(f"step {trainer.step}: loss {last.get('loss', float('nan')):.4f} → {out / EXPORT}")
 
 
@@ -64,9 +74,9 @@ def train(
 def sample(
     image: Annotated[Path, typer.Argument(help="An image (png/jpg) or a video (its first frame is used).")],
     task: Annotated[str, typer.Option(help='The instruction, e.g. "pour the mug into the bowl".')],
-    generator: Annotated[Path, typer.Option(help="A trained generator_ema.pt.")] = Path(
-        "outputs/im2flow/generator_ema.pt"
-    ),
+    generator: Annotated[
+        str, typer.Option(help="A trained generator: a model folder (<run>/generator) or a Hub id.")
+    ] = "outputs/im2flow/generator",
     box: Annotated[str | None, typer.Option(help="Object box x0,y0,x1,y1 in pixels of the image.")] = None,
     grounder: Annotated[
         str | None, typer.Option(help="Find the box instead: grounding-dino or owlv2 (needs local weights).")

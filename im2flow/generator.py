@@ -15,12 +15,12 @@ from pathlib import Path
 import numpy as np
 import torch
 from diffusers import DDIMScheduler, DDPMScheduler
+from torch import nn
+
+from im2flow2act.core import checkpoint
 from im2flow2act.im2flow.flow_image import FlowImageConfig, decode
 from im2flow2act.im2flow.models.small import SmallConfig, SmallDenoiser
 from im2flow2act.im2flow.text import MINILM, TextEncoder
-from torch import nn
-
-from im2flow2act.core.run_log import save_atomic
 
 PRESETS = ("small", "sd15")
 
@@ -83,24 +83,60 @@ class FlowGenerator(nn.Module):
         return self.text(texts).to(self.device)
 
     # ----- training ---------------------------------------------------------------------------------
-    def loss(
-        self, images: torch.Tensor, queries: torch.Tensor, texts: list[str], flows: torch.Tensor
-    ) -> torch.Tensor:
-        """MSE of the denoiser (diffusion) or of the one-pass prediction (regression) on a batch."""
+    def draw_noise(self, n: int, generator: torch.Generator | None = None) -> dict[str, torch.Tensor]:
+        """The random draws of ``n`` training samples (text dropout, diffusion noise and step, and for
+        sd15 the VAE's latent sample), on the CPU; the trainer draws them per sample from seeded
+        generators, so they follow the sample whatever the number of processes."""
         c = self.config
+        shape = self.denoiser.model_space_shape(n)
+        out = {
+            "drop_text": torch.rand(n, generator=generator) < c.text_dropout,
+            "noise": torch.randn(shape, generator=generator),
+            "timesteps": torch.randint(0, c.train_timesteps, (n,), generator=generator),
+        }
+        if c.preset == "sd15":
+            out["latent"] = torch.randn(shape, generator=generator)
+        return out
+
+    def forward(
+        self,
+        images: torch.Tensor,
+        queries: torch.Tensor,
+        texts: list[str],
+        flows: torch.Tensor,
+        noise: dict[str, torch.Tensor] | None = None,
+    ) -> torch.Tensor:
+        """The training loss: MSE of the denoiser (diffusion) or of the one-pass prediction (regression).
+
+        The trainer calls this through the prepared (DDP) module; ``noise`` (``draw_noise``'s draws for
+        these samples) defaults to fresh draws from torch's RNG."""
+        c = self.config
+        if noise is None:
+            noise = self.draw_noise(len(texts))
+        noise = {k: v.to(self.device) for k, v in noise.items()}
         if c.objective == "diffusion" and c.text_dropout > 0:
-            drop = torch.rand(len(texts)) < c.text_dropout
-            texts = ["" if d else t for t, d in zip(texts, drop.tolist(), strict=True)]
+            drop = noise["drop_text"].tolist()
+            texts = ["" if d else t for t, d in zip(texts, drop, strict=True)]
         condition = self.denoiser.condition(images, queries, self._text(texts))
-        x0 = self.denoiser.to_model_space(flows)
+        x0 = self.denoiser.to_model_space(flows, noise.get("latent"))
         if c.objective == "regression":
             zeros = torch.zeros(len(x0), dtype=torch.long, device=x0.device)
             return nn.functional.mse_loss(self.denoiser(torch.zeros_like(x0), zeros, condition), x0)
-        noise = torch.randn(x0.shape, dtype=x0.dtype, device=x0.device)  # independent of memory layout
-        t = torch.randint(0, c.train_timesteps, (len(x0),), device=x0.device)
-        noisy = self.scheduler.add_noise(x0, noise, t)
-        target = {"epsilon": noise, "sample": x0, "v_prediction": self.scheduler.get_velocity(x0, noise, t)}
+        eps, t = noise["noise"].to(x0.dtype), noise["timesteps"]
+        noisy = self.scheduler.add_noise(x0, eps, t)
+        target = {"epsilon": eps, "sample": x0, "v_prediction": self.scheduler.get_velocity(x0, eps, t)}
         return nn.functional.mse_loss(self.denoiser(noisy, t, condition), target[c.prediction_type])
+
+    def loss(
+        self,
+        images: torch.Tensor,
+        queries: torch.Tensor,
+        texts: list[str],
+        flows: torch.Tensor,
+        noise: dict[str, torch.Tensor] | None = None,
+    ) -> torch.Tensor:
+        """``forward`` under its old name."""
+        return self(images, queries, texts, flows, noise)
 
     # ----- sampling ---------------------------------------------------------------------------------
     @torch.inference_mode()
@@ -166,31 +202,19 @@ class FlowGenerator(nn.Module):
         return np.concatenate([tracks, visibility[..., None].astype(np.float32)], axis=-1)
 
     # ----- files ------------------------------------------------------------------------------------
-    def save(self, path: str | Path) -> Path:
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        return save_atomic({"config": self.config, "state_dict": self.denoiser.state_dict()}, path)
+    KIND = "flow_generator"
 
+    def save_pretrained(self, folder: str | Path) -> Path:
+        """``folder/config.json`` + ``folder/model.safetensors`` (the denoiser's weights; the text encoder
+        and sd15's pretrained parts are rebuilt from the paths the config names)."""
+        return checkpoint.save_pretrained(folder, self, self.config, self.KIND)
 
-SMALL_OPTIONS_ADDED_LATER = {
-    "text_in_time_embedding": "unet.class_embedding.linear_1.weight",
-    "token_coordinates": "image_encoder.coordinate_head.weight",
-}
-"""Small-preset options that are on by default now → a weight only a network built with them has."""
+    @classmethod
+    def from_pretrained(cls, source: str | Path, device: str | torch.device = "cpu") -> FlowGenerator:
+        """A generator from a model folder (or a Hugging Face Hub id), in eval mode on ``device``."""
+        return checkpoint.from_pretrained(source, cls.KIND, GeneratorConfig, cls, device)
 
 
 def load_generator(path: str | Path, device: str = "cpu") -> FlowGenerator:
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(
-            f"flow generator checkpoint {path} does not exist (train one with: im2flow2act flow train)"
-        )
-    payload = torch.load(path, map_location=device, weights_only=False)
-    config = payload["config"]
-    if config.preset == "small":  # a file saved before an option was on unpickles with it on: switch it off
-        for option, weight in SMALL_OPTIONS_ADDED_LATER.items():
-            if weight not in payload["state_dict"]:
-                setattr(config.small, option, False)
-    generator = FlowGenerator(config)
-    generator.denoiser.load_state_dict(payload["state_dict"])
-    return generator.to(device).eval()
+    """``FlowGenerator.from_pretrained``: a model folder (``<run>/generator``) or a Hub id."""
+    return FlowGenerator.from_pretrained(path, device)

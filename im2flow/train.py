@@ -1,9 +1,18 @@
 """Train a flow generator on flow clips, with ``accelerate`` (the same code on CPU or GPUs).
 
-As for the policy: the batch, the text dropout and the diffusion noise of step s depend only on (seed, s), so
-a resumed run takes exactly the steps an uninterrupted one would. A checkpoint holds the model, the EMA
-weights, the optimiser, the LR schedule and the step. Metrics go to ``metrics.csv`` and TensorBoard; every
-``sample_every`` steps a GIF per held-out task shows generated vs true flow.
+As for the policy: the batch of step s depends only on (seed, s), and each sample's text dropout,
+diffusion noise and augmentation only on (seed, s, its place in the step's global batch), so a resumed run
+takes exactly the steps an uninterrupted one would, and k processes with ``batch_size`` B train what one
+process with kB does (tests/test_distributed.py). The loss is ``FlowGenerator.forward`` called through the
+prepared (DDP) module, so gradients are averaged over processes; DDP sees only the parameters that train
+(sd15 freezes most of its weights). The main process alone builds the clip cache, writes checkpoints,
+samples, metrics and the export. A checkpoint holds the model, the EMA weights, the optimiser, the LR
+schedule and the step, and loads with ``weights_only=True``. Metrics go to ``metrics.csv`` and
+TensorBoard; every ``sample_every`` steps a GIF per held-out task shows generated vs true flow.
+
+Resuming with a config whose values differ from the recorded ``train_config.yaml`` is refused, except for
+``MAY_DIFFER_ON_RESUME`` (how often to log, checkpoint and sample, and DataLoader workers). The EMA
+generator is exported to ``<out>/generator/``.
 """
 
 from __future__ import annotations
@@ -14,20 +23,30 @@ from typing import Any
 
 import numpy as np
 import torch
-from accelerate import Accelerator
+from torch.utils.data import DataLoader, Dataset, default_collate
+from tqdm import tqdm
+
+from im2flow2act.core.checkpoint import CheckpointError, load_training_state, save_training_state
+from im2flow2act.core.optimization import (
+    Optimization,
+    OptimizationConfig,
+    StepBatches,
+    make_accelerator,
+    sample_generators,
+    stack_draws,
+)
+from im2flow2act.core.run_log import MetricsLog, RunLock, hold_lock, on_main, record_config
 from im2flow2act.im2flow.augment import AugmentConfig, augment_batch
 from im2flow2act.im2flow.data import ClipConfig, FlowClips, build_clips
 from im2flow2act.im2flow.flow_image import decode
 from im2flow2act.im2flow.generator import FlowGenerator, GeneratorConfig
 from im2flow2act.im2flow.pictures import write_comparison
-from tqdm import tqdm
-
-from im2flow2act.core.config import save_config
-from im2flow2act.core.optimization import Optimization, OptimizationConfig, batch_indices
-from im2flow2act.core.run_log import MetricsLog, save_atomic
 
 CHECKPOINT = "checkpoint.pt"
-EXPORT = "generator_ema.pt"
+EXPORT = "generator"
+"""The exported EMA generator: a model folder (config.json + model.safetensors) inside the run folder."""
+MAY_DIFFER_ON_RESUME = ("log_every", "checkpoint_every", "sample_every", "workers")
+NOISE_STREAM, AUGMENT_STREAM = 0, 1
 
 
 @dataclass
@@ -46,6 +65,8 @@ class FlowTrainConfig(OptimizationConfig):
     sample_every: int = 500
     log_every: int = 25
     seed: int = 0
+    workers: int = 0
+    """DataLoader worker processes gathering the batches (0: in the training process)."""
 
     def clip_config(self) -> ClipConfig:
         return ClipConfig(self.generator.flow, self.tracker, self.tracker_args, self.held_out_per_task)
@@ -59,113 +80,202 @@ def load_clips(config: FlowTrainConfig, out_dir: Path, progress: bool = True) ->
     return clips.split(config.held_out_per_task)
 
 
+class StepClips(Dataset):
+    """Training clips indexed by ``StepBatches``' (step, position, index) triples, tagged with both."""
+
+    def __init__(self, clips: FlowClips, images: torch.Tensor) -> None:
+        self.clips, self.images = clips, images
+
+    def __len__(self) -> int:
+        return len(self.clips)
+
+    def __getitem__(self, key: tuple[int, int, int]) -> dict[str, Any]:
+        step, position, i = key
+        return {
+            "images": self.images[i],
+            "queries": torch.from_numpy(self.clips.queries[i]),
+            "flows": torch.from_numpy(self.clips.flows[i]),
+            "texts": self.clips.tasks[i],
+            "_step": step,
+            "_position": position,
+        }
+
+
 class FlowTrainer:
     def __init__(self, config: FlowTrainConfig, out_dir: str | Path, progress: bool = True) -> None:
         self.config = c = config
         self.out_dir = Path(out_dir)
-        self.out_dir.mkdir(parents=True, exist_ok=True)
-        self.progress = progress
-        self.accelerator = Accelerator()
-        self.train, self.held_out = load_clips(c, self.out_dir, progress)
+        self.accelerator = acc = make_accelerator()
+        self.progress = progress and acc.is_main_process
+        on_main(acc, self._record_config)
+        clips = on_main(acc, lambda: load_clips(c, self.out_dir, self.progress))  # builds the cache once
+        self.train, self.held_out = clips if clips is not None else load_clips(c, self.out_dir, False)
         torch.manual_seed(c.seed)
         self.generator = FlowGenerator(c.generator)
         self.optimization = Optimization(trainable(self.generator), c)
-        self.generator.denoiser = self.optimization.prepare(self.accelerator, self.generator.denoiser)
-        denoiser = self.accelerator.unwrap_model(self.generator.denoiser)
-        self.train_images = denoiser.prepare_images(torch.from_numpy(self.train.images))
+        self.model = self.optimization.prepare(acc, self.generator)
+        """What trains: the generator, DDP-wrapped under ``accelerate launch`` (the loss is its forward)."""
+        self.train_images = self.generator.denoiser.prepare_images(torch.from_numpy(self.train.images))
         self.step = 0
-        save_config(c, self.out_dir / "train_config.yaml")
+        self._batches = None
+        self._next_step = -1
+
+    def _record_config(self) -> None:
+        with RunLock(self.out_dir):
+            record_config(self.config, self.out_dir / "train_config.yaml", MAY_DIFFER_ON_RESUME)
 
     # ----- checkpoints ------------------------------------------------------------------------------
     def save(self) -> Path:
         path = self.out_dir / CHECKPOINT
         state = {
             "step": self.step,
-            "model": self.accelerator.unwrap_model(self.generator.denoiser).state_dict(),
+            "model": self.generator.denoiser.state_dict(),
             **self.optimization.state_dict(),
         }
-        return save_atomic(state, path)
+        if self.accelerator.is_main_process:
+            save_training_state(state, path)
+        self.accelerator.wait_for_everyone()
+        return path
 
     def load(self) -> None:
-        state = torch.load(self.out_dir / CHECKPOINT, weights_only=False)
-        self.accelerator.unwrap_model(self.generator.denoiser).load_state_dict(state["model"])
-        self.optimization.load_state_dict(state)
-        self.step = state["step"]
+        path = self.out_dir / CHECKPOINT
+        state = load_training_state(path, map_location=self.accelerator.device)
+        try:
+            self.generator.denoiser.load_state_dict(state["model"])
+            self.optimization.load_state_dict(state)
+        except (KeyError, RuntimeError, ValueError) as err:
+            raise CheckpointError(f"{path} does not fit this generator config: {str(err)[:300]}") from err
+        self.step = int(state["step"])
 
     # ----- steps ------------------------------------------------------------------------------------
-    def batch(self, step: int) -> tuple[torch.Tensor, torch.Tensor, list[str], torch.Tensor]:
+    def _sampler(self, start: int) -> StepBatches:
         c, acc = self.config, self.accelerator
-        idx = batch_indices(len(self.train), c.batch_size, c.seed, step, acc.process_index, acc.num_processes)
+        return StepBatches(len(self.train), c.batch_size, c.seed, start, acc.process_index, acc.num_processes)
+
+    def _finish(self, items: dict[str, Any]) -> tuple[int, list[int], tuple]:
+        """A collated batch → (step, positions, (images, queries, texts, flows)) augmented, on the device."""
+        c = self.config
+        step, positions = int(items["_step"][0]), [int(p) for p in items["_position"]]
         images, queries, flows = augment_batch(
-            self.train_images[idx],
-            torch.from_numpy(self.train.queries[idx]),
-            torch.from_numpy(self.train.flows[idx]),
+            items["images"],
+            items["queries"],
+            items["flows"],
             c.augment,
             c.generator.flow,
-            torch.Generator().manual_seed(c.seed * 1_000_003 + step + 500_009),  # its own stream
+            sample_generators(c.seed, step, positions, AUGMENT_STREAM),
         )
         device = self.accelerator.device
-        return images.to(device), queries.to(device), [self.train.tasks[i] for i in idx], flows.to(device)
+        return (
+            step,
+            positions,
+            (images.to(device), queries.to(device), list(items["texts"]), flows.to(device)),
+        )
+
+    def batch(self, step: int) -> tuple[torch.Tensor, torch.Tensor, list[str], torch.Tensor]:
+        """This process's (images, queries, texts, flows) of ``step``, as training sees them."""
+        data = StepClips(self.train, self.train_images)
+        return self._finish(default_collate([data[k] for k in next(iter(self._sampler(step)))]))[2]
+
+    def _next_batch(self) -> tuple[int, list[int], tuple]:
+        """The batch of ``self.step`` from a DataLoader that starts there (made again after a load)."""
+        if self._batches is None or self._next_step != self.step:
+            loader = DataLoader(
+                StepClips(self.train, self.train_images),
+                batch_sampler=self._sampler(self.step),
+                num_workers=self.config.workers,
+            )
+            self._batches = iter(loader)
+        step, positions, batch = self._finish(next(self._batches))
+        self._next_step = step + 1
+        return step, positions, batch
 
     def train_step(self) -> dict[str, float]:
-        c = self.config
-        images, queries, texts, flows = self.batch(self.step)
-        torch.manual_seed(c.seed * 1_000_003 + self.step)  # text dropout and diffusion noise of this step
-        self.generator.train()
-        loss = self.generator.loss(images, queries, texts, flows)
-        lr = self.optimization.step(self.accelerator, loss)
+        c, acc = self.config, self.accelerator
+        step, positions, (images, queries, texts, flows) = self._next_batch()
+        noise = stack_draws(
+            self.generator.draw_noise, sample_generators(c.seed, step, positions, NOISE_STREAM)
+        )
+        torch.manual_seed(c.seed * 1_000_003 + step)  # anything else random in the step
+        self.model.train()
+        loss = self.model(images, queries, texts, flows, noise)
+        lr = self.optimization.step(acc, loss)
         self.step += 1
-        return {"loss": float(loss.detach()), "lr": lr}
+        value = loss.detach()
+        if acc.num_processes > 1:
+            value = acc.reduce(value, reduction="mean")
+        return {"loss": float(value), "lr": lr}
 
     def fit(self) -> dict[str, float]:
-        """Train to ``max_steps`` (resuming from the checkpoint in ``out_dir`` when there is one)."""
-        c = self.config
-        if (self.out_dir / CHECKPOINT).is_file() and self.step == 0:
-            self.load()
-        if self.step == 0:
-            self.finetune_decoder()
+        """Train to ``max_steps`` (resuming from the checkpoint in ``out_dir`` when there is one), holding
+        the run folder's lock throughout."""
+        c, acc = self.config, self.accelerator
         last: dict[str, float] = {}
-        with MetricsLog(self.out_dir, ["loss", "lr"]) as log:
-            bar = tqdm(total=c.max_steps, initial=self.step, desc="train im2flow", disable=not self.progress)
-            while self.step < c.max_steps:
-                last = self.train_step()
-                bar.update()
-                if self.step % c.log_every == 0 or self.step == c.max_steps:
-                    log.write(self.step, last)
-                    bar.set_postfix(loss=f"{last['loss']:.4f}")
-                if self.step % c.checkpoint_every == 0 or self.step == c.max_steps:
-                    self.save()
-                if c.sample_every and (self.step % c.sample_every == 0 or self.step == c.max_steps):
-                    self.write_samples()
-            bar.close()
-        self.export()
+        with hold_lock(acc, self.out_dir):
+            on_main(acc, lambda: record_config(c, self.out_dir / "train_config.yaml", MAY_DIFFER_ON_RESUME))
+            if (self.out_dir / CHECKPOINT).is_file() and self.step == 0:
+                self.load()
+            if self.step == 0:
+                self.finetune_decoder()
+            main = acc.is_main_process
+            with MetricsLog(self.out_dir, ["loss", "lr"], resume_step=self.step, enabled=main) as log:
+                bar = tqdm(
+                    total=c.max_steps, initial=self.step, desc="train im2flow", disable=not self.progress
+                )
+                while self.step < c.max_steps:
+                    last = self.train_step()
+                    bar.update()
+                    if self.step % c.log_every == 0 or self.step == c.max_steps:
+                        log.write(self.step, last)
+                        bar.set_postfix(loss=f"{last['loss']:.4f}")
+                    if self.step % c.checkpoint_every == 0 or self.step == c.max_steps:
+                        self.save()
+                    if c.sample_every and (self.step % c.sample_every == 0 or self.step == c.max_steps):
+                        if main:
+                            self.write_samples()
+                        acc.wait_for_everyone()
+                bar.close()
+            self.export()
         return last
 
     def finetune_decoder(self) -> None:
-        """sd15: fit the VAE decoder to flow images before the first step (the weights are checkpointed)."""
+        """sd15: fit the VAE decoder to flow images before the first step (the weights are checkpointed).
+
+        Every process fits it from the same seed; under several processes rank 0's result is then
+        broadcast, so the decoders cannot drift apart."""
         g = self.config.generator
         steps = int(g.sd15.get("decoder_finetune_steps", 0)) if g.preset == "sd15" else 0
         if steps <= 0:
             return
         from im2flow2act.im2flow.models.sd15 import finetune_decoder
 
-        denoiser = self.accelerator.unwrap_model(self.generator.denoiser)
+        denoiser = self.generator.denoiser
         lr = float(g.sd15.get("decoder_lr", 1e-4))
         flows = torch.from_numpy(self.train.flows)
+        torch.manual_seed(self.config.seed)
         losses = finetune_decoder(denoiser, flows, steps, lr, seed=self.config.seed)
-        print(f"VAE decoder fine-tuned on flow images: MSE {losses[0]:.4f} → {losses[-1]:.4f}, {steps} steps")
+        if self.accelerator.num_processes > 1:
+            for tensor in denoiser.vae.state_dict().values():
+                torch.distributed.broadcast(tensor, src=0)
+        if self.progress:
+            print(
+                f"VAE decoder fine-tuned on flow images: MSE {losses[0]:.4f} → {losses[-1]:.4f}, "
+                f"{steps} steps"
+            )
 
     def ema_generator(self) -> FlowGenerator:
         generator = FlowGenerator(self.config.generator)
-        generator.denoiser.load_state_dict(
-            self.accelerator.unwrap_model(self.generator.denoiser).state_dict()
-        )
+        generator.denoiser.load_state_dict(self.generator.denoiser.state_dict())
         self.optimization.copy_ema_to(trainable(generator))
         return generator.to(self.accelerator.device).eval()
 
     def export(self) -> Path:
-        """The EMA generator alone (weights + config) for sampling and evaluation."""
-        return self.ema_generator().save(self.out_dir / EXPORT)
+        """The EMA generator alone, as the model folder ``<out>/generator`` (config.json +
+        model.safetensors) for sampling and evaluation."""
+        path = self.out_dir / EXPORT
+        if self.accelerator.is_main_process:
+            self.ema_generator().save_pretrained(path)
+        self.accelerator.wait_for_everyone()
+        return path
 
     def write_samples(self) -> list[Path]:
         """One GIF per held-out instruction: generated (EMA weights) vs true flow on the first frame."""

@@ -8,9 +8,11 @@ from typing import Annotated
 
 import typer
 
+from im2flow2act.core.checkpoint import CheckpointError
 from im2flow2act.core.config import ConfigError, load_config
 from im2flow2act.core.presets import resolve_preset
 from im2flow2act.core.registry import UnknownComponentError
+from im2flow2act.core.run_log import RunFolderError
 from im2flow2act.policies.sim.generate import (
     GenerateConfig,
     Mode,
@@ -20,6 +22,9 @@ from im2flow2act.policies.sim.generate import (
 )
 from im2flow2act.policies.sim.tasks import TASKS
 from im2flow2act.preprocessing.dataset import DatasetError
+
+RUN_ERRORS = (CheckpointError, RunFolderError)
+"""What a training run or a model load refuses with a clear message (a red error line, exit code 2)."""
 
 sim_app = typer.Typer(
     help="The MuJoCo world: generate demonstrations, play data and expert rollouts.", no_args_is_help=True
@@ -123,11 +128,13 @@ def train(
         Path | None, typer.Option(help="A YAML file or a preset name (train_small, train_medium, ...).")
     ] = None,
     out: Annotated[
-        Path, typer.Option(help="Run folder: checkpoint.pt, policy_ema.pt, metrics.csv, tensorboard/.")
+        Path,
+        typer.Option(help="Run folder: checkpoint.pt, policy/ (the model), metrics.csv, tensorboard/."),
     ] = Path("outputs/policy"),
 ) -> None:
-    """Train (or resume training) the policy; the same command runs on CPU or under `accelerate launch`."""
-    from im2flow2act.policies.train import TrainConfig, Trainer
+    """Train (or resume training) the policy; the same command runs on CPU or under `accelerate launch`
+    (k processes with batch_size B train as one with k·B; gradients are averaged)."""
+    from im2flow2act.policies.train import EXPORT, TrainConfig, Trainer
 
     try:
         cfg = load_config(TrainConfig, config and resolve_preset("policy", config), overrides or [])
@@ -135,8 +142,12 @@ def train(
     except (ConfigError, DatasetError, ValueError) as err:
         typer.secho(f"error: {err}", fg=typer.colors.RED, err=True)
         raise typer.Exit(code=2) from err
-    last = trainer.fit()
-    typer.echo(f"step {trainer.step}: loss {last.get('loss', float('nan')):.4f} → {out / 'policy_ema.pt'}")
+    try:
+        last = trainer.fit()
+    except RUN_ERRORS as err:
+        typer.secho(f"error: {err}", fg=typer.colors.RED, err=True)
+        raise typer.Exit(code=2) from err
+    typer.echo(f"step {trainer.step}: loss {last.get('loss', float('nan')):.4f} → {out / EXPORT}")
 
 
 @policy_app.command("eval")
@@ -153,7 +164,14 @@ def evaluate_policy(
     try:
         cfg = load_config(EvalConfig, config and resolve_preset("policy", config), overrides or [])
         summary = evaluate(cfg, out)
-    except (ConfigError, DatasetError, UnknownComponentError, FileNotFoundError, ValueError) as err:
+    except (
+        ConfigError,
+        DatasetError,
+        UnknownComponentError,
+        CheckpointError,
+        FileNotFoundError,
+        ValueError,
+    ) as err:
         typer.secho(f"error: {err}", fg=typer.colors.RED, err=True)
         raise typer.Exit(code=2) from err
     typer.echo((out / f"summary_{cfg.plan_source}_{cfg.tracker}.md").read_text())

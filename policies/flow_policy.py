@@ -23,13 +23,16 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from diffusers import DDIMScheduler
+from torch import nn
+
+from im2flow2act.core import checkpoint
 from im2flow2act.policies.normalizer import Normalizer
 from im2flow2act.policies.unet1d import ConditionalUnet1D
-from torch import nn
 
 
 @dataclass
@@ -201,7 +204,6 @@ class FlowPolicy(nn.Module):
         )
         self.align = TokenTransformer(c.dim, c.align_depth, c.heads, positional=True)
         self.remaining_encoder = TokenTransformer(c.dim, c.remaining_depth, c.heads, positional=True)
-        self.plan_dropout = nn.Dropout(c.plan_dropout)
         self.null_plan = nn.Parameter(torch.zeros(1, c.dim)) if c.condition_dropout > 0 else None
         if c.plan_end_3d and not (c.point_attention and c.object_frame):
             raise ValueError("plan_end_3d needs point_attention and object_frame")
@@ -287,21 +289,59 @@ class FlowPolicy(nn.Module):
         }
 
     # ----- training ------------------------------------------------------------------------------
-    def compute_loss(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    def draw_noise(self, n: int, generator: torch.Generator | None = None) -> dict[str, torch.Tensor]:
+        """The random draws of ``n`` training samples (diffusion noise and step, plan-dropout mask,
+        condition dropout), on the CPU; the trainer draws them per sample from seeded generators."""
+        c = self.config
+        keep = 1.0 - c.plan_dropout
+        return {
+            "noise": torch.randn(n, c.pred_horizon, c.action_dim, generator=generator),
+            "timesteps": torch.randint(0, c.train_steps, (n,), generator=generator),
+            "plan_keep": (torch.rand(n, c.dim, generator=generator) < keep).float() / max(keep, 1e-6),
+            "drop_condition": torch.rand(n, 1, generator=generator) < c.condition_dropout,
+        }
+
+    def forward(
+        self, batch: dict[str, torch.Tensor], noise: dict[str, torch.Tensor] | None = None
+    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """The training loss of a batch and its parts (denoise, align); what ``accelerate`` / DDP call.
+
+        ``noise`` (``draw_noise``'s draws for these samples) defaults to fresh draws from torch's RNG."""
         parts = self.encode(batch)
         remaining = self.remaining_encoder(self._encode_frames(batch["remaining"], parts["descriptor"]))
-        flow = self.plan_dropout(remaining)
-        if self.null_plan is not None:  # the draws come from the step's seeded generator: resume stays exact
-            drop = torch.rand(len(flow), 1, device=flow.device) < self.config.condition_dropout
-            flow = torch.where(drop, self.null_plan.expand_as(flow), flow)
+        device = remaining.device
+        if noise is None:
+            noise = self.draw_noise(len(remaining))
+        noise = {k: v.to(device) for k, v in noise.items()}
+        flow = remaining * noise["plan_keep"].to(remaining.dtype) if self.training else remaining
+        if self.null_plan is not None:
+            flow = torch.where(noise["drop_condition"], self.null_plan.expand_as(flow), flow)
         cond = torch.cat([parts["state"], flow, parts["proprio"]], dim=-1)
         actions = self.normalize_vectors("action", batch["action"], self.object_anchor(batch["points_3d"]))
-        noise = torch.randn_like(actions)
-        steps = torch.randint(0, self.config.train_steps, (len(actions),), device=actions.device)
-        noisy = self.scheduler.add_noise(actions, noise, steps)
-        denoise = F.mse_loss(self.head(noisy, steps, cond, parts["context"]), noise)
+        eps, steps = noise["noise"].to(actions.dtype), noise["timesteps"]
+        noisy = self.scheduler.add_noise(actions, eps, steps)
+        denoise = F.mse_loss(self.head(noisy, steps, cond, parts["context"]), eps)
         align = F.mse_loss(parts["predicted_plan"], remaining.detach())
-        return {"loss": denoise + self.config.align_weight * align, "denoise": denoise, "align": align}
+        return denoise + self.config.align_weight * align, {"denoise": denoise, "align": align}
+
+    def compute_loss(
+        self, batch: dict[str, torch.Tensor], noise: dict[str, torch.Tensor] | None = None
+    ) -> dict[str, torch.Tensor]:
+        """``forward`` as one dict: loss, denoise, align."""
+        loss, parts = self(batch, noise)
+        return {"loss": loss, **parts}
+
+    # ----- files ---------------------------------------------------------------------------------
+    KIND = "flow_policy"
+
+    def save_pretrained(self, folder: str | Path) -> Path:
+        """``folder/config.json`` + ``folder/model.safetensors`` (weights and the fitted normaliser)."""
+        return checkpoint.save_pretrained(folder, self, self.config, self.KIND)
+
+    @classmethod
+    def from_pretrained(cls, source: str | Path, device: str | torch.device = "cpu") -> FlowPolicy:
+        """A policy from a model folder (or a Hugging Face Hub id), in eval mode on ``device``."""
+        return checkpoint.from_pretrained(source, cls.KIND, FlowPolicyConfig, cls, device)
 
     # ----- acting --------------------------------------------------------------------------------
     @torch.no_grad()

@@ -23,6 +23,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from im2flow2act.core.config import save_config
 from im2flow2act.im2flow.evaluate import FlowEvalConfig
 from im2flow2act.im2flow.evaluate import evaluate as evaluate_flow
 from im2flow2act.im2flow.train import EXPORT, FlowTrainConfig, FlowTrainer
@@ -35,8 +37,6 @@ from im2flow2act.preprocessing.dataset import FlowDataset
 from im2flow2act.preprocessing.ingest import IngestConfig, ingest_batch, write_summary
 from im2flow2act.preprocessing.sources import VideoItem
 from im2flow2act.preprocessing.video import write_video
-
-from im2flow2act.core.config import save_config
 
 STAGES = ("demos", "videos", "ingest", "im2flow", "play", "policy", "evaluate", "report")
 
@@ -185,7 +185,7 @@ class Pipeline:
             for tracker in c.trackers:
                 cfg = replace(
                     c.evaluation,
-                    policy=str(self.folder("policy") / "policy_ema.pt"),
+                    policy=str(self.folder("policy") / "policy"),  # the exported model folder
                     demos=str(self.folder("demos") / "dataset.zarr"),
                     generator=str(self.folder("im2flow") / EXPORT),
                     tasks=list(c.tasks),

@@ -1,29 +1,47 @@
 """Train the flow-conditioned policy on play data, with ``accelerate`` (the same code on CPU or GPUs).
 
-Determinism and exact resume: the batch and the diffusion noise of step s depend only on (seed, s), so a
-run resumed from a checkpoint takes exactly the steps the uninterrupted run would have taken. A checkpoint
-holds the model (with its normaliser), the EMA weights, the optimiser, the LR schedule and the step.
-The learning rate follows a cosine schedule with warm-up, and the LR scheduler steps *after* the optimiser
-(the reference had them the other way round). Metrics go to ``metrics.csv`` and TensorBoard.
+Determinism and exact resume: the batch of step s depends only on (seed, s) and the diffusion noise of each
+sample only on (seed, s, its place in the step's global batch), so a run resumed from a checkpoint takes
+exactly the steps the uninterrupted run would have taken, and ``accelerate launch`` on k processes with
+``batch_size`` B trains what one process with kB does (tests/test_distributed.py). The loss goes through the
+prepared (DDP) module's ``forward``, so gradients are averaged over processes; the main process alone
+writes the checkpoint, the export, the metrics and the config. A checkpoint holds the model (with its
+normaliser), the EMA weights, the optimiser, the LR schedule and the step, and loads with
+``weights_only=True``. The learning rate follows a cosine schedule with warm-up, and the LR scheduler steps
+*after* the optimiser (the reference had them the other way round). Metrics go to ``metrics.csv`` and
+TensorBoard.
+
+The run folder belongs to one config: resuming with a config whose values differ from the recorded
+``train_config.yaml`` is refused, except for ``MAY_DIFFER_ON_RESUME`` (how often to log and checkpoint, and
+DataLoader workers: none changes what is trained). The EMA policy is exported to ``<out>/policy/``.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
 import torch
-from accelerate import Accelerator
-from im2flow2act.policies.data import PlayWindows, WindowConfig
-from im2flow2act.policies.flow_policy import FlowPolicy, FlowPolicyConfig
+from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
-from im2flow2act.core.config import save_config
-from im2flow2act.core.optimization import Optimization, OptimizationConfig, batch_indices
-from im2flow2act.core.run_log import MetricsLog, save_atomic
+from im2flow2act.core.checkpoint import CheckpointError, load_training_state, save_training_state
+from im2flow2act.core.optimization import (
+    Optimization,
+    OptimizationConfig,
+    StepBatches,
+    make_accelerator,
+    sample_generators,
+    stack_draws,
+)
+from im2flow2act.core.run_log import MetricsLog, RunLock, hold_lock, on_main, record_config
+from im2flow2act.policies.data import PlayWindows, WindowConfig
+from im2flow2act.policies.flow_policy import FlowPolicy, FlowPolicyConfig
 
 CHECKPOINT = "checkpoint.pt"
+EXPORT = "policy"
+"""The exported EMA policy: a model folder (config.json + model.safetensors) inside the run folder."""
+MAY_DIFFER_ON_RESUME = ("log_every", "checkpoint_every", "workers")
 
 
 @dataclass
@@ -35,6 +53,8 @@ class TrainConfig(OptimizationConfig):
     checkpoint_every: int = 500
     log_every: int = 25
     seed: int = 0
+    workers: int = 0
+    """DataLoader worker processes cutting the windows (0: in the training process)."""
 
     def __post_init__(self) -> None:
         """The windows must be cut the way the policy reads them; a mismatch fails when the config is read."""
@@ -46,97 +66,135 @@ class TrainConfig(OptimizationConfig):
                 )
 
 
-def _batch(data: PlayWindows, indices: np.ndarray, step: int) -> dict[str, torch.Tensor]:
-    data.set_epoch(step)
-    items = [data[int(i)] for i in indices]
-    return {k: torch.stack([item[k] for item in items]) for k in items[0]}
+class StepWindows(Dataset):
+    """``PlayWindows`` indexed by ``StepBatches``' (step, position, index): the step's point draws, tagged."""
+
+    def __init__(self, data: PlayWindows) -> None:
+        self.data = data
+
+    def __len__(self) -> int:
+        return len(self.data)
+
+    def __getitem__(self, key: tuple[int, int, int]) -> dict[str, torch.Tensor]:
+        step, position, index = key
+        self.data.set_epoch(step)
+        return self.data[index] | {"_step": torch.tensor(step), "_position": torch.tensor(position)}
 
 
 class Trainer:
     def __init__(self, config: TrainConfig, out_dir: str | Path, data: PlayWindows | None = None) -> None:
         self.config = c = config
         self.out_dir = Path(out_dir)
-        self.out_dir.mkdir(parents=True, exist_ok=True)
-        self.accelerator = Accelerator()
+        self.accelerator = acc = make_accelerator()
+        on_main(acc, self._record_config)
         self.data = data or PlayWindows(c.data, c.windows, seed=c.seed)
         torch.manual_seed(c.seed)
         self.policy = FlowPolicy(c.policy)
         self.policy.normalizer.fit(self.data.statistics())
         self.optimization = Optimization(self.policy.parameters(), c)
-        self.policy = self.optimization.prepare(self.accelerator, self.policy)
+        self.model = self.optimization.prepare(acc, self.policy)
+        """What trains: the policy, wrapped for DDP under ``accelerate launch`` (the loss is its forward)."""
         self.step = 0
-        save_config(c, self.out_dir / "train_config.yaml")
+        self._batches = None
+        self._next_step = -1
+
+    def _record_config(self) -> None:
+        with RunLock(self.out_dir):
+            record_config(self.config, self.out_dir / "train_config.yaml", MAY_DIFFER_ON_RESUME)
 
     # ----- checkpoints -----------------------------------------------------------------------------
     def save(self, path: Path | None = None) -> Path:
         path = path or self.out_dir / CHECKPOINT
-        state = {
-            "step": self.step,
-            "model": self.accelerator.unwrap_model(self.policy).state_dict(),
-            **self.optimization.state_dict(),
-        }
-        return save_atomic(state, path)
+        state = {"step": self.step, "model": self.policy.state_dict(), **self.optimization.state_dict()}
+        if self.accelerator.is_main_process:
+            save_training_state(state, path)
+        self.accelerator.wait_for_everyone()
+        return path
 
     def load(self, path: Path | None = None) -> None:
-        state = torch.load(path or self.out_dir / CHECKPOINT, weights_only=False)
-        self.accelerator.unwrap_model(self.policy).load_state_dict(state["model"])
-        self.optimization.load_state_dict(state)
-        self.step = state["step"]
+        path = path or self.out_dir / CHECKPOINT
+        state = load_training_state(path, map_location=self.accelerator.device)
+        try:
+            self.policy.load_state_dict(state["model"])
+            self.optimization.load_state_dict(state)
+        except (KeyError, RuntimeError, ValueError) as err:
+            raise CheckpointError(f"{path} does not fit this policy config: {str(err)[:300]}") from err
+        self.step = int(state["step"])
 
     # ----- steps ---------------------------------------------------------------------------------------
-    def _indices(self) -> np.ndarray:
+    def _next_batch(self) -> tuple[int, dict[str, torch.Tensor], list[int]]:
+        """The batch of ``self.step`` from a DataLoader that starts there (made again after a load)."""
         c, acc = self.config, self.accelerator
-        return batch_indices(
-            len(self.data), c.batch_size, c.seed, self.step, acc.process_index, acc.num_processes
-        )
+        if self._batches is None or self._next_step != self.step:
+            sampler = StepBatches(
+                len(self.data), c.batch_size, c.seed, self.step, acc.process_index, acc.num_processes
+            )
+            loader = DataLoader(StepWindows(self.data), batch_sampler=sampler, num_workers=c.workers)
+            self._batches = iter(loader)
+        batch = next(self._batches)
+        step, positions = int(batch.pop("_step")[0]), batch.pop("_position").tolist()
+        self._next_step = step + 1
+        return step, {k: v.to(acc.device) for k, v in batch.items()}, positions
 
     def train_step(self) -> dict[str, float]:
-        c = self.config
-        batch = {
-            k: v.to(self.accelerator.device) for k, v in _batch(self.data, self._indices(), self.step).items()
-        }
-        torch.manual_seed(c.seed * 1_000_003 + self.step)  # the diffusion noise of this step
-        self.policy.train()
-        losses = self.accelerator.unwrap_model(self.policy).compute_loss(batch)
-        lr = self.optimization.step(self.accelerator, losses["loss"])
+        c, acc = self.config, self.accelerator
+        step, batch, positions = self._next_batch()
+        noise = stack_draws(self.policy.draw_noise, sample_generators(c.seed, step, positions))
+        torch.manual_seed(c.seed * 1_000_003 + step)  # anything else random in the step
+        self.model.train()
+        loss, parts = self.model(batch, noise)
+        lr = self.optimization.step(acc, loss)
         self.step += 1
-        return {k: float(v.detach()) for k, v in losses.items()} | {"lr": lr}
+        values = torch.stack([loss.detach(), parts["denoise"].detach(), parts["align"].detach()])
+        if acc.num_processes > 1:
+            values = acc.reduce(values, reduction="mean")
+        return dict(zip(("loss", "denoise", "align"), values.tolist(), strict=True)) | {"lr": lr}
 
     def fit(self, progress: bool = True) -> dict[str, float]:
-        """Train to ``max_steps`` (resuming from the checkpoint in ``out_dir`` when there is one)."""
-        c = self.config
-        if (self.out_dir / CHECKPOINT).is_file() and self.step == 0:
-            self.load()
+        """Train to ``max_steps`` (resuming from the checkpoint in ``out_dir`` when there is one), holding
+        the run folder's lock throughout."""
+        c, acc = self.config, self.accelerator
         last: dict[str, float] = {}
-        with MetricsLog(self.out_dir, ["loss", "denoise", "align", "lr"]) as log:
-            bar = tqdm(total=c.max_steps, initial=self.step, desc="train policy", disable=not progress)
-            while self.step < c.max_steps:
-                last = self.train_step()
-                bar.update()
-                if self.step % c.log_every == 0 or self.step == c.max_steps:
-                    log.write(self.step, last)
-                    bar.set_postfix(loss=f"{last['loss']:.4f}")
-                if self.step % c.checkpoint_every == 0 or self.step == c.max_steps:
-                    self.save()
-            bar.close()
-        self.export()
+        with hold_lock(acc, self.out_dir):
+            on_main(acc, lambda: record_config(c, self.out_dir / "train_config.yaml", MAY_DIFFER_ON_RESUME))
+            if (self.out_dir / CHECKPOINT).is_file() and self.step == 0:
+                self.load()
+            keys = ["loss", "denoise", "align", "lr"]
+            with MetricsLog(self.out_dir, keys, resume_step=self.step, enabled=acc.is_main_process) as log:
+                bar = tqdm(
+                    total=c.max_steps,
+                    initial=self.step,
+                    desc="train policy",
+                    disable=not (progress and acc.is_main_process),
+                )
+                while self.step < c.max_steps:
+                    last = self.train_step()
+                    bar.update()
+                    if self.step % c.log_every == 0 or self.step == c.max_steps:
+                        log.write(self.step, last)
+                        bar.set_postfix(loss=f"{last['loss']:.4f}")
+                    if self.step % c.checkpoint_every == 0 or self.step == c.max_steps:
+                        self.save()
+                bar.close()
+            self.export()
         return last
 
-    def export(self) -> Path:
-        """The EMA policy alone (weights + normaliser + config) for evaluation."""
-        policy = FlowPolicy(self.config.policy)
-        policy.load_state_dict(self.accelerator.unwrap_model(self.policy).state_dict())
+    def ema_policy(self) -> FlowPolicy:
+        """A copy of the policy with the EMA weights (and the fitted normaliser)."""
+        policy = FlowPolicy(self.config.policy).to(self.accelerator.device)
+        policy.load_state_dict(self.policy.state_dict())
         self.optimization.copy_ema_to(policy.parameters())
-        path = self.out_dir / "policy_ema.pt"
-        torch.save({"config": self.config.policy, "state_dict": policy.state_dict()}, path)
+        return policy.eval()
+
+    def export(self) -> Path:
+        """The EMA policy alone, as the model folder ``<out>/policy`` (config.json + model.safetensors)."""
+        path = self.out_dir / EXPORT
+        if self.accelerator.is_main_process:
+            self.ema_policy().save_pretrained(path)
+        self.accelerator.wait_for_everyone()
         return path
 
 
 def load_policy(path: str | Path, device: str = "cpu") -> FlowPolicy:
-    payload = torch.load(path, map_location=device, weights_only=False)
-    config = payload["config"]
-    if "normalizer.object_position_low" not in payload["state_dict"]:
-        config = replace(config, object_frame=False)  # saved before the object frame existed
-    policy = FlowPolicy(config)
-    policy.load_state_dict(payload["state_dict"])
-    return policy.to(device).eval()
+    """``FlowPolicy.from_pretrained``: a model folder (``<run>/policy``) or a Hub id."""
+    return FlowPolicy.from_pretrained(path, device)

@@ -27,7 +27,7 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def train_if_missing(run: Path, demos: str, steps: int, objective: str) -> None:
-    if (run / EXPORT).is_file():
+    if (run / EXPORT / "model.safetensors").is_file():
         return
     cfg = FlowTrainConfig(data=[demos], max_steps=steps)
     cfg.generator.objective = objective

@@ -131,10 +131,16 @@ class SD15Denoiser(nn.Module):
         side = self.grid_size // self.latent_factor
         return (batch, self.num_frames, self.vae.config.latent_channels, side, side)
 
-    def to_model_space(self, flow: torch.Tensor) -> torch.Tensor:
+    def to_model_space(self, flow: torch.Tensor, noise: torch.Tensor | None = None) -> torch.Tensor:
+        """VAE latents of the flow frames; ``noise`` (model-space shape) is the latent sample's draw."""
         b, t = flow.shape[:2]
         with torch.no_grad():
-            latents = self.vae.encode(flow.flatten(0, 1)).latent_dist.sample() * self.scaling
+            dist = self.vae.encode(flow.flatten(0, 1)).latent_dist
+            if noise is None:
+                latents = dist.sample()
+            else:
+                latents = dist.mean + dist.std * noise.flatten(0, 1).to(dist.mean)
+            latents = latents * self.scaling
         return latents.reshape(b, t, *latents.shape[1:])
 
     def from_model_space(self, x: torch.Tensor) -> torch.Tensor:

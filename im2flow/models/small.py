@@ -169,7 +169,7 @@ class SmallDenoiser(nn.Module):
     def model_space_shape(self, batch: int) -> tuple[int, ...]:
         return (batch, self.num_frames, 3, self.grid_size, self.grid_size)
 
-    def to_model_space(self, flow: torch.Tensor) -> torch.Tensor:
+    def to_model_space(self, flow: torch.Tensor, noise: torch.Tensor | None = None) -> torch.Tensor:
         return flow
 
     def from_model_space(self, x: torch.Tensor) -> torch.Tensor:

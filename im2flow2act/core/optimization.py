@@ -3,11 +3,15 @@
 One object, so im2flow and the policy step, save and resume them the same way. The LR scheduler steps
 *after* the optimiser (the reference had them the other way round). The state dict keeps the keys
 ``optimizer``, ``lr_schedule`` and ``ema`` that checkpoints have always used, so older checkpoints resume.
+Gradients are clipped after ``accelerator.backward``, i.e. on the gradients DDP has already averaged, so
+every process clips by the same norm.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import itertools
+import os
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -16,6 +20,7 @@ import torch
 from accelerate import Accelerator
 from diffusers.optimization import get_cosine_schedule_with_warmup
 from diffusers.training_utils import EMAModel
+from torch.utils.data import Sampler
 
 
 @dataclass
@@ -29,6 +34,13 @@ class OptimizationConfig:
     ema_power: float = 0.75
 
 
+def make_accelerator() -> Accelerator:
+    """The ``Accelerator`` of this launch. Several processes without GPUs (``torch.distributed.run`` or
+    ``accelerate launch`` on CPUs) train over gloo, which ``accelerate`` only sets up when told ``cpu``."""
+    several = int(os.environ.get("WORLD_SIZE", "1")) > 1
+    return Accelerator(cpu=several and not torch.cuda.is_available())
+
+
 class Optimization:
     def __init__(self, params: Iterable[torch.nn.Parameter], config: OptimizationConfig) -> None:
         c = config
@@ -38,8 +50,12 @@ class Optimization:
         self.ema = EMAModel(self.params, power=c.ema_power, use_ema_warmup=True)
 
     def prepare(self, accelerator: Accelerator, model: torch.nn.Module) -> torch.nn.Module:
-        """Hand the model and the optimiser to ``accelerate``; returns the prepared model."""
+        """Hand the model and the optimiser to ``accelerate``; returns the prepared model (DDP-wrapped
+        under several processes: call it, not the inner module, so that gradients are averaged). Only
+        parameters that train take part (DDP skips frozen ones); the EMA moves to the model's device, and
+        since every process steps it on the same averaged weights, it stays the same everywhere."""
         model, self.optimizer = accelerator.prepare(model, self.optimizer)
+        self.ema.to(accelerator.device)
         return model
 
     def step(self, accelerator: Accelerator, loss: torch.Tensor, max_grad_norm: float = 1.0) -> float:
@@ -78,3 +94,44 @@ def batch_indices(
     gets exactly what a single-process run gets."""
     drawn = np.random.default_rng((seed, step)).integers(0, count, size * processes)
     return drawn[rank * size : (rank + 1) * size]
+
+
+class StepBatches(Sampler[list[tuple[int, int, int]]]):
+    """A DataLoader ``batch_sampler``: for every step from ``start_step`` on, this process's batch as
+    (step, position in the step's global batch, sample index) triples.
+
+    The indices are ``batch_indices`` (so a resumed run takes the same batches, and process k the k-th
+    slice); the position lets per-sample randomness follow the sample, not the process, so B samples on
+    each of two processes draw what 2B samples on one do."""
+
+    def __init__(
+        self, count: int, size: int, seed: int, start_step: int = 0, rank: int = 0, processes: int = 1
+    ) -> None:
+        self.count, self.size, self.seed = count, size, seed
+        self.start_step, self.rank, self.processes = start_step, rank, processes
+
+    def __iter__(self) -> Iterator[list[tuple[int, int, int]]]:
+        for step in itertools.count(self.start_step):
+            idx = batch_indices(self.count, self.size, self.seed, step, self.rank, self.processes)
+            first = self.rank * self.size
+            yield [(step, first + k, int(i)) for k, i in enumerate(idx)]
+
+
+def sample_generators(
+    seed: int, step: int, positions: Iterable[int], stream: int = 0
+) -> list[torch.Generator]:
+    """One CPU generator per sample of a step, seeded by (seed, step, its global position, stream).
+
+    Noise drawn from them depends on neither the number of processes nor the batch split; ``stream``
+    separates independent uses (diffusion noise, augmentation)."""
+    out = []
+    for position in positions:
+        state = np.random.SeedSequence([seed, step, int(position), stream]).generate_state(2, np.uint32)
+        out.append(torch.Generator().manual_seed(int(state[0]) << 31 | int(state[1]) >> 1))
+    return out
+
+
+def stack_draws(draw, generators: list[torch.Generator]) -> dict[str, torch.Tensor]:
+    """``draw(1, generator)`` for every sample's generator, concatenated along the batch."""
+    parts = [draw(1, g) for g in generators]
+    return {k: torch.cat([p[k] for p in parts]) for k in parts[0]}

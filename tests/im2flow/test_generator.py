@@ -7,13 +7,14 @@ import json
 import numpy as np
 import pytest
 import torch
+from tiny_configs import G, T, tiny_generator_config
+
 from im2flow2act.im2flow.data import ClipConfig, FlowClips, build_clips
 from im2flow2act.im2flow.flow_image import FlowImageConfig, decode, encode, future_tracks
-from im2flow2act.im2flow.generator import SMALL_OPTIONS_ADDED_LATER, FlowGenerator, load_generator
+from im2flow2act.im2flow.generator import FlowGenerator, load_generator
 from im2flow2act.im2flow.train import EXPORT, FlowTrainConfig, FlowTrainer
 from im2flow2act.preprocessing.pretrained import TrackerWeightsNotAvailable
 from im2flow2act.preprocessing.tracks import grid_in_box
-from tiny_configs import G, T, tiny_generator_config
 
 
 def tiny_train_config(demos_root, **kwargs) -> FlowTrainConfig:
@@ -103,7 +104,8 @@ def test_training_resumes_exactly_and_writes_samples(demos_root, tmp_path):
     ):
         torch.testing.assert_close(a, b)
     assert len(list((tmp_path / "a" / "samples").glob("step000004_*.gif"))) == 4
-    assert (tmp_path / "a" / EXPORT).is_file() and (tmp_path / "a" / "metrics.csv").is_file()
+    assert (tmp_path / "a" / EXPORT / "model.safetensors").is_file()
+    assert (tmp_path / "a" / "metrics.csv").is_file()
 
 
 def test_save_load_same_samples_and_guidance_paths(tmp_path):
@@ -111,7 +113,7 @@ def test_save_load_same_samples_and_guidance_paths(tmp_path):
     generator = FlowGenerator(tiny_generator_config()).eval()
     image = np.random.default_rng(0).integers(0, 255, (96, 96, 3), dtype=np.uint8)
     queries = grid_in_box((0.2, 0.2, 0.5, 0.6), G)
-    loaded = load_generator(generator.save(tmp_path / "g.pt"))
+    loaded = load_generator(generator.save_pretrained(tmp_path / "g"))
     a = generator.sample(image, "open the drawer", queries, num_samples=3, seed=5)
     b = loaded.sample(image, "open the drawer", queries, num_samples=3, seed=5)
     assert a.shape == (3, T, G * G, 3)
@@ -124,7 +126,7 @@ def test_save_load_same_samples_and_guidance_paths(tmp_path):
         generator.sample(image, "open the drawer", queries[:5])
 
 
-def test_instruction_changes_the_flow_and_older_files_load(tmp_path):
+def test_instruction_changes_the_flow_and_options_survive_save_load(tmp_path):
     torch.manual_seed(0)
     generator = FlowGenerator(tiny_generator_config()).eval()
     for p in generator.denoiser.unet.class_embedding.parameters():  # make the text path matter at init
@@ -134,19 +136,12 @@ def test_instruction_changes_the_flow_and_older_files_load(tmp_path):
     drawer = generator.sample(image, "open the drawer", queries, num_samples=1, seed=5, guidance_scale=1.0)
     cloth = generator.sample(image, "fold the cloth", queries, num_samples=1, seed=5, guidance_scale=1.0)
     assert not np.array_equal(drawer, cloth)
-    # a file saved before an option was on: its config unpickles with the new default (on) but its weights
-    # lack the option's layers; it must load as the network it was
-    for option in SMALL_OPTIONS_ADDED_LATER:
-        config = tiny_generator_config()
-        setattr(config.small, option, False)
-        old = FlowGenerator(config)
-        payload = {"config": old.config, "state_dict": old.denoiser.state_dict()}
-        setattr(payload["config"].small, option, True)
-        torch.save(payload, tmp_path / f"before_{option}.pt")
-        loaded = load_generator(tmp_path / f"before_{option}.pt")
-        assert not getattr(loaded.config.small, option)
+    # config.json records every option, so a network built without one loads as the network it was
+    config = tiny_generator_config()
+    config.small.text_in_time_embedding = config.small.token_coordinates = False
+    loaded = load_generator(FlowGenerator(config).save_pretrained(tmp_path / "without"))
     assert loaded.denoiser.image_encoder.coordinate_head is None
-    assert load_generator(tmp_path / "before_text_in_time_embedding.pt").denoiser.unet.class_embedding is None
+    assert loaded.denoiser.unet.class_embedding is None
 
 
 def test_regression_baseline_is_one_deterministic_pass(demos_root, tmp_path):
@@ -215,7 +210,7 @@ def test_token_coordinates_name_the_place_each_token_sees_and_survive_save_load(
     generator = FlowGenerator(config).eval()
     queries = grid_in_box((0.2, 0.2, 0.5, 0.6), G)
     picture = np.random.default_rng(0).integers(0, 255, (96, 96, 3), dtype=np.uint8)
-    loaded = load_generator(generator.save(tmp_path / "g.pt"))
+    loaded = load_generator(generator.save_pretrained(tmp_path / "g"))
     assert loaded.config.small.token_coordinates and loaded.denoiser.image_encoder.coordinate_head is not None
 
     def sample(g: FlowGenerator) -> np.ndarray:

@@ -68,7 +68,7 @@ def test_sd15_loss_goes_down_and_save_load_gives_identical_samples(sd_folders, d
     trainer.finetune_decoder()
     losses = [trainer.train_step()["loss"] for _ in range(30)]
     assert np.mean(losses[-8:]) < 0.8 * np.mean(losses[:8])
-    path = trainer.ema_generator().save(tmp_path / EXPORT)
+    path = trainer.ema_generator().save_pretrained(tmp_path / EXPORT)
     a, b = load_generator(path), load_generator(path)
     image = trainer.train.images[0]
     queries = grid_in_box((0.2, 0.2, 0.6, 0.6), G)

@@ -4,11 +4,12 @@ from dataclasses import replace
 
 import pytest
 import torch
+from tiny_configs import tiny_policy_config
+from torch.utils.data import DataLoader
+
 from im2flow2act.policies.data import PlayWindows, WindowConfig
 from im2flow2act.policies.flow_policy import FlowPolicy, FlowPolicyConfig
 from im2flow2act.policies.train import load_policy
-from tiny_configs import tiny_policy_config
-from torch.utils.data import DataLoader
 
 
 @pytest.fixture(scope="module")
@@ -17,14 +18,14 @@ def windows(play_root):
 
 
 def trained_policy(windows, run, steps: int):
-    """A tiny policy really trained for a few steps, exported to ``run/policy_ema.pt`` for evaluation."""
+    """A tiny policy really trained for a few steps, exported to the model folder ``run/policy``."""
     from im2flow2act.policies.train import TrainConfig, Trainer
 
     config = TrainConfig(
         policy=tiny_policy_config(), windows=windows.config, batch_size=4, max_steps=steps, warmup_steps=1
     )
     Trainer(config, run, windows).fit(progress=False)
-    return run / "policy_ema.pt"
+    return run / "policy"
 
 
 @pytest.mark.parametrize("point_attention", [False, True])
@@ -114,7 +115,7 @@ def test_training_resumes_exactly_and_exports_ema(windows, tmp_path):
     done.fit(progress=False)
     rows = (tmp_path / "c" / "metrics.csv").read_text().splitlines()
     assert rows[0].startswith("step,loss") and len(rows) == 7
-    policy = load_policy(tmp_path / "c" / "policy_ema.pt")
+    policy = load_policy(tmp_path / "c" / "policy")
     batch = {k: v[None] for k, v in windows[0].items()}
     assert policy.predict_action(batch).shape == (1, 16, 10)
     assert (tmp_path / "c" / "train_config.yaml").is_file() and any(
@@ -169,6 +170,7 @@ def test_closed_loop_evaluation_runs_one_short_episode_per_task(windows, demos_r
 
 def test_grasp_offset_is_small_where_the_scripted_expert_closes_on_the_mug():
     import numpy as np
+
     from im2flow2act.policies.evaluate import grasp_offset_cm
     from im2flow2act.policies.sim.agents import follow
     from im2flow2act.policies.sim.env import SimEnv
@@ -191,6 +193,7 @@ def test_grasp_offset_is_small_where_the_scripted_expert_closes_on_the_mug():
 
 def test_plan_error_measures_the_visible_points_at_the_last_frame():
     import numpy as np
+
     from im2flow2act.policies.evaluate import final_plan_error
 
     plan = np.zeros((3, 2, 2), np.float32)
@@ -207,6 +210,7 @@ def test_plan_error_measures_the_visible_points_at_the_last_frame():
 
 def test_motion_fraction_says_how_much_of_the_planned_motion_was_made():
     import numpy as np
+
     from im2flow2act.policies.evaluate import motion_fraction
 
     plan = np.zeros((3, 2, 2), np.float32)
@@ -241,6 +245,7 @@ def test_plan_queries_can_be_kept_to_the_object_in_the_first_frame(demos_root):
 
 def test_medoid_chunk_is_a_sampled_chunk_in_the_middle_of_the_others():
     import numpy as np
+
     from im2flow2act.policies.evaluate import medoid_chunk
 
     chunks = np.zeros((5, 4, 10), np.float32)
@@ -291,9 +296,10 @@ def test_evaluation_refuses_a_tracker_that_cannot_track_online():
 
 
 def test_language_conditioned_evaluation_executes_a_generated_flow(windows, demos_root, tmp_path):
+    from tiny_configs import tiny_generator_config
+
     from im2flow2act.im2flow.generator import FlowGenerator
     from im2flow2act.policies.evaluate import EvalConfig, evaluate
-    from tiny_configs import tiny_generator_config
 
     policy = trained_policy(windows, tmp_path / "run", steps=1)
     torch.manual_seed(0)
@@ -339,15 +345,19 @@ def test_object_frame_targets_ignore_where_the_scene_is(windows):
     assert not torch.allclose(plain, absolute.normalize_vectors("action", moved["action"], moved_anchor))
 
 
-def test_policies_saved_before_the_object_frame_still_load(windows, tmp_path):
-    old = FlowPolicy(replace(tiny_policy_config(), object_frame=False)).eval()
-    old.normalizer.fit(windows.statistics())
-    torch.save({"config": tiny_policy_config(), "state_dict": old.state_dict()}, tmp_path / "old.pt")
-    loaded = load_policy(tmp_path / "old.pt")
-    assert not loaded.config.object_frame
+def test_save_pretrained_round_trip_keeps_config_weights_and_normaliser(windows, tmp_path):
+    config = replace(tiny_policy_config(), object_frame=False, frame_encoder="transformer")
+    policy = FlowPolicy(config).eval()  # the transformer frame encoder shares the state encoder's weights
+    policy.normalizer.fit(windows.statistics())
+    folder = policy.save_pretrained(tmp_path / "policy")
+    assert sorted(p.name for p in folder.iterdir()) == ["config.json", "model.safetensors"]
+    loaded = FlowPolicy.from_pretrained(folder)
+    assert loaded.config == config and not loaded.training
     batch = {k: v[None] for k, v in windows[2].items()}
-    a = old.predict_action(batch, generator=torch.Generator().manual_seed(3))
-    assert torch.equal(a, loaded.predict_action(batch, generator=torch.Generator().manual_seed(3)))
+    a = policy.predict_action(batch, generator=torch.Generator().manual_seed(3))
+    assert torch.equal(
+        a, load_policy(folder).predict_action(batch, generator=torch.Generator().manual_seed(3))
+    )
 
 
 def test_point_attention_lets_the_head_read_each_points_plan(windows):
@@ -390,9 +400,8 @@ def test_windows_and_policy_must_agree_on_how_a_sample_is_cut():
     """A plan resampled to one length and read as another would train silently on garbage: refuse it."""
     from pathlib import Path
 
-    from im2flow2act.policies.train import TrainConfig
-
     from im2flow2act.core.config import ConfigError, load_config
+    from im2flow2act.policies.train import TrainConfig
 
     small = Path(__file__).resolve().parents[2] / "configs/policy/train_small.yaml"
     cfg = load_config(TrainConfig, small)
