@@ -174,6 +174,16 @@ def test_sim_bad_task_and_show(tmp_path):
     assert png.stat().st_size > 10_000
 
 
+class _Marker:
+    """Creates a file when unpickled: the CLI must refuse the file before that."""
+
+    def __init__(self, path) -> None:
+        self.path = path
+
+    def __reduce__(self):
+        return (open, (str(self.path), "w"))
+
+
 def test_flow_sample_on_a_real_frame_writes_npz_and_gif(tmp_path, clip_path):
     import torch
     from tiny_configs import tiny_generator_config
@@ -181,7 +191,7 @@ def test_flow_sample_on_a_real_frame_writes_npz_and_gif(tmp_path, clip_path):
     from im2flow2act.im2flow.generator import FlowGenerator
 
     torch.manual_seed(0)
-    generator = FlowGenerator(tiny_generator_config()).save(tmp_path / "g.pt")
+    generator = FlowGenerator(tiny_generator_config()).save_pretrained(tmp_path / "g")
     out = tmp_path / "sample"
     result = run(
         "flow",
@@ -209,10 +219,25 @@ def test_flow_sample_on_a_real_frame_writes_npz_and_gif(tmp_path, clip_path):
         "--task",
         "x",
         "--generator",
-        str(tmp_path / "none.pt"),
+        str(tmp_path / "none"),
         "--box",
         BOX,
     )
-    assert missing.returncode == 2 and "none.pt does not exist" in missing.stderr
+    assert missing.returncode == 2 and "none does not exist" in missing.stderr
+    marker = tmp_path / "pwned"
+    torch.save({"model": _Marker(marker)}, tmp_path / "evil.pt")  # an old-style pickled model, crafted
+    evil = run(
+        "flow",
+        "sample",
+        str(clip_path),
+        "--task",
+        "x",
+        "--generator",
+        str(tmp_path / "evil.pt"),
+        "--box",
+        BOX,
+    )
+    assert evil.returncode == 2 and "error:" in evil.stderr and not marker.exists()
+    assert "evil.pt is a file, not a flow generator model folder" in evil.stderr
     no_box = run("flow", "sample", str(clip_path), "--task", "x", "--generator", str(generator))
     assert no_box.returncode == 2 and "--box" in no_box.stderr

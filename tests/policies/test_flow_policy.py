@@ -303,7 +303,7 @@ def test_language_conditioned_evaluation_executes_a_generated_flow(windows, demo
 
     policy = trained_policy(windows, tmp_path / "run", steps=1)
     torch.manual_seed(0)
-    generator = FlowGenerator(tiny_generator_config()).save(tmp_path / "generator.pt")
+    generator = FlowGenerator(tiny_generator_config()).save_pretrained(tmp_path / "generator")
     cfg = EvalConfig(
         policy=str(policy),
         demos=str(demos_root),
