@@ -60,3 +60,26 @@ def test_two_processes_train_what_one_process_with_the_global_batch_trains(play_
         run = tmp_path / "ddp" / f"{model}_run"
         assert (run / ("policy" if model == "policy" else "generator") / "model.safetensors").is_file()
         assert len((run / "metrics.csv").read_text().splitlines()) == 1 + STEPS
+
+
+def test_dataloader_workers_change_no_batch(play_root, tmp_path):
+    """The batches come from a DataLoader over ``StepBatches``: worker processes cut the same windows."""
+    from tiny_configs import tiny_policy_config
+
+    from im2flow2act.policies.data import WindowConfig
+    from im2flow2act.policies.train import TrainConfig, Trainer
+
+    losses = []
+    for workers in (0, 2):
+        config = TrainConfig(
+            data=[str(play_root)],
+            policy=tiny_policy_config(),
+            windows=WindowConfig(num_points=16, plan_frames=8),
+            batch_size=4,
+            max_steps=3,
+            warmup_steps=1,
+            workers=workers,
+        )
+        trainer = Trainer(config, tmp_path / f"workers{workers}")
+        losses.append([trainer.train_step()["loss"] for _ in range(3)])
+    assert losses[0] == losses[1]
