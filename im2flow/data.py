@@ -19,6 +19,7 @@ import cv2
 import numpy as np
 from tqdm import tqdm
 
+from im2flow2act.core.checkpoint import write_atomic
 from im2flow2act.im2flow.flow_image import FlowImageConfig, encode
 from im2flow2act.preprocessing.dataset import DatasetError, FlowDataset
 from im2flow2act.preprocessing.trackers import TRACKERS
@@ -71,24 +72,20 @@ class FlowClips:
         return self.subset(train), self.subset(sorted(held))
 
     def save(self, path: str | Path, config: ClipConfig) -> None:
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(path.name + ".tmp.npz")
-        np.savez_compressed(
-            tmp,
-            images=self.images,
-            flows=self.flows,
-            queries=self.queries,
-            meta=json.dumps(
-                {
-                    "tasks": self.tasks,
-                    "names": self.names,
-                    "sources": self.sources,
-                    "config": _fingerprint(config),
-                }
-            ),
-        )
-        tmp.replace(path)
+        """``np.savez_compressed`` to a unique temporary name beside ``path``, then renamed onto it."""
+        meta = {
+            "tasks": self.tasks,
+            "names": self.names,
+            "sources": self.sources,
+            "config": _fingerprint(config),
+        }
+
+        def write(tmp: Path) -> None:
+            with tmp.open("wb") as file:
+                arrays = {"images": self.images, "flows": self.flows, "queries": self.queries}
+                np.savez_compressed(file, **arrays, meta=json.dumps(meta))
+
+        write_atomic(path, write)
 
     @staticmethod
     def load(path: str | Path, config: ClipConfig | None = None) -> FlowClips:
