@@ -38,7 +38,7 @@ Method = Callable[[FlowClips, list[int], list[str]], np.ndarray]
 @dataclass
 class FlowEvalConfig:
     run: str = "outputs/im2flow"
-    """Training run folder: generator/ (the exported model) and clips.npz (its held-out split is evaluated)."""
+    """Training run folder: generator/ (the model) and clips.npz (its held-out split is evaluated)."""
     regression_run: str = ""
     """Optional run folder of the same network trained with objective=regression (a baseline column)."""
     held_out_per_task: int = 10
