@@ -241,3 +241,25 @@ def test_flow_sample_on_a_real_frame_writes_npz_and_gif(tmp_path, clip_path):
     assert "evil.pt is a file, not a flow generator model folder" in evil.stderr
     no_box = run("flow", "sample", str(clip_path), "--task", "x", "--generator", str(generator))
     assert no_box.returncode == 2 and "--box" in no_box.stderr
+
+
+def test_policy_train_and_eval_refuse_what_does_not_fit_with_a_red_line(tmp_path, play_root):
+    import torch
+    from tiny_configs import tiny_generator_config
+
+    from im2flow2act.core.run_log import record_config
+    from im2flow2act.im2flow.generator import FlowGenerator
+    from im2flow2act.policies.train import TrainConfig
+
+    folder = tmp_path / "run"
+    record_config(TrainConfig(data=[str(play_root)]), folder / "train_config.yaml")
+    before = (folder / "train_config.yaml").read_text()
+    result = run("policy", "train", "--out", str(folder), f"data=[{play_root}]", "lr=0.001")
+    assert result.returncode == 2 and "error:" in result.stderr, result.stderr
+    assert "differing keys: lr: 0.0003 → 0.001" in result.stderr
+    assert (folder / "train_config.yaml").read_text() == before
+    torch.manual_seed(0)
+    generator = FlowGenerator(tiny_generator_config()).save_pretrained(tmp_path / "generator")
+    result = run("policy", "eval", "--out", str(tmp_path / "eval"), f"policy={generator}")
+    assert result.returncode == 2 and "error:" in result.stderr
+    assert "holds a flow generator (config.json kind 'flow_generator'), not a flow policy" in result.stderr
