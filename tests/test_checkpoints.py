@@ -274,3 +274,17 @@ def test_a_resumed_run_logs_every_step_once(windows, tmp_path):
     assert [r.split(",")[0] for r in rows] == ["step", "1", "2", "3", "4"]
     assert not rows[3].startswith("3,9")
     assert load_policy(run / "policy").config == tiny_policy_config()
+
+
+def test_checkpoints_written_before_the_marker_still_resume_and_nothing_unpickles_freely(tmp_path):
+    old = {"step": 2, "model": {"w": torch.ones(1)}, "optimizer": {}, "lr_schedule": {}, "ema": {}}
+    torch.save(old, tmp_path / "checkpoint.pt")  # plain tensors and numbers: safe under weights_only=True
+    assert load_training_state(tmp_path / "checkpoint.pt")["step"] == 2
+    repo = Path(__file__).resolve().parents[1]
+    unsafe = "weights_only=" + "False"
+    offenders = [
+        str(p.relative_to(repo))
+        for p in repo.rglob("*.py")
+        if not {".venv", "build", "outputs"} & set(p.relative_to(repo).parts) and unsafe in p.read_text()
+    ]
+    assert offenders == []
