@@ -18,6 +18,7 @@ from dataclasses import dataclass
 
 import mujoco
 import numpy as np
+
 from im2flow2act.policies.sim.ik import IKSolver
 from im2flow2act.policies.sim.robot import ARM_JOINTS, EE_SITE, GRIPPER_JOINTS, HOME_QPOS, MAX_WIDTH
 from im2flow2act.policies.sim.scene import SceneConfig, SceneRenderer, build_xml, camera_of
