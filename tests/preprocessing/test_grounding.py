@@ -78,9 +78,7 @@ def test_tiny_sam_masks_inside_the_image(tmp_path, real_frame):
 
 
 def test_missing_weights_say_what_to_do(tmp_path):
-    with pytest.raises(
-        ModelNotAvailable, match=r"does not exist.*hf download.*grounder_args.model"
-    ):
+    with pytest.raises(ModelNotAvailable, match=r"does not exist.*hf download.*grounder_args.model"):
         GROUNDERS.build("grounding-dino", {"model": str(tmp_path / "nothing-here")})
     empty = tmp_path / "empty"
     empty.mkdir()
