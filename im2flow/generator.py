@@ -186,7 +186,8 @@ class FlowGenerator(nn.Module):
     def sample(
         self, image: np.ndarray, text: str, queries: np.ndarray, num_samples: int = 1, seed: int = 0, **kwargs
     ) -> np.ndarray:
-        """DESIGN's contract: (S, T, N, 3) as (x, y, visibility) for one image and a G×G query grid."""
+        """The FlowGenerator contract (docs/design.md §6): (S, T, N, 3) as (x, y, visibility) for one image
+        and a G×G query grid."""
         g = self.config.flow.grid_size
         if len(queries) != g * g:
             raise ValueError(f"needs a {g}×{g} query grid ({g * g} points), got {len(queries)}")

@@ -81,7 +81,8 @@ class EvalConfig:
     num_flows: int = _GENERATED.num_flows
     """generated: flows sampled per episode; the medoid (closest to the others) is executed."""
     moving_threshold_px: float = _GENERATED.moving_threshold_px
-    """generated: points whose flow moves less than this (256-pixel frame) are dropped (reference §4.6)."""
+    """generated: points whose flow moves less than this (256-pixel frame) are dropped, as in the
+    reference."""
     tracker: str = "oracle"
     """Online tracking during the rollout, a registered online tracker (``ONLINE_TRACKERS``): oracle
     (the simulator; an upper bound), lk, cotracker3-online."""

@@ -1,4 +1,4 @@
-"""The flow-conditioned diffusion policy (Flow2Act), after the reference §4 with its weak points fixed.
+"""The flow-conditioned diffusion policy (Flow2Act), after the reference design with its weak points fixed.
 
 - Point tokens: a 2-D sin-cos embedding of the point's image position, a projection of its initial 3-D
   position, and a learned visibility embedding (the reference ignored visibility).

@@ -1,11 +1,12 @@
 """Online tracking in the loop: the plan's points followed frame by frame during a rollout, picked by name.
 
-Per DESIGN §3 a real tracker sees only what the robot's camera gives: a :class:`CameraObservation` (RGB,
-depth, the camera's intrinsics and pose) and the first frame's query points. ``ONLINE_TRACKERS`` holds
-every online tracker of ``preprocessing`` (``lk``, ``cotracker3-online``: they read the RGB) under its own
-name and config, plus ``oracle``, the simulator's ground truth — the one tracker that reads sim state,
-which it gets through :meth:`RolloutTracker.bind`. A new tracker registers a config dataclass and a
-factory of a :class:`RolloutTracker` here (or an ``OnlineTracker`` in ``preprocessing.trackers``).
+Per docs/design.md §10 a real tracker sees only what the robot's camera gives: a
+:class:`CameraObservation` (RGB, depth, the camera's intrinsics and pose) and the first frame's queries.
+``ONLINE_TRACKERS`` holds every online tracker of ``preprocessing`` (``lk``, ``cotracker3-online``: they
+read the RGB) under its own name and config, plus ``oracle``, the simulator's ground truth — the one
+tracker that reads sim state, which it gets through :meth:`RolloutTracker.bind`. A new tracker registers a
+config dataclass and a factory of a :class:`RolloutTracker` here (or an ``OnlineTracker`` in
+``preprocessing.trackers``).
 """
 
 from __future__ import annotations
@@ -119,7 +120,7 @@ class OracleConfig:
 @ONLINE_TRACKERS.register("oracle", OracleConfig)
 class OracleTracker(RolloutTracker):
     """Simulator ground truth: each query is attached to what it lies on at the start (a body, the cloth,
-    the world) and projected every step. An upper bound, never the headline (DESIGN §3)."""
+    the world) and projected every step. An upper bound, never the headline (docs/design.md §10)."""
 
     def __init__(self, config: OracleConfig | None = None) -> None:
         self.config = config or OracleConfig()

@@ -187,7 +187,7 @@ class GeneratedPlanConfig:
     num_flows: int = 4
     """Flows sampled per episode; the medoid (closest to the others) is executed."""
     moving_threshold_px: float = 10.0
-    """Points whose flow moves less than this (256-pixel frame) are dropped (reference §4.6)."""
+    """Points whose flow moves less than this (256-pixel frame) are dropped (as the reference does)."""
 
 
 @PLAN_SOURCES.register("generated", GeneratedPlanConfig)
