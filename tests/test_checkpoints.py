@@ -231,6 +231,18 @@ def test_training_state_loads_with_weights_only_and_writes_atomically(tmp_path):
     ]
 
 
+def test_written_files_and_folders_follow_the_umask_like_any_other(policy_folder, tmp_path):
+    old = os.umask(0o022)
+    try:
+        path = save_training_state({"step": 1}, tmp_path / "state" / "checkpoint.pt")
+        folder = FlowPolicy(tiny_policy_config()).save_pretrained(tmp_path / "shared_policy")
+    finally:
+        os.umask(old)
+    assert path.stat().st_mode & 0o777 == 0o644  # not mkstemp's private 0600
+    assert folder.stat().st_mode & 0o777 == 0o755
+    assert all(f.stat().st_mode & 0o777 == 0o644 for f in folder.iterdir())
+
+
 # ----- resume safety ----------------------------------------------------------------------------------------
 def test_resuming_with_another_config_names_the_keys_and_keeps_the_record(windows, tmp_path):
     run = tmp_path / "run"

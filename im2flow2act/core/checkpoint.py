@@ -56,10 +56,17 @@ def write_atomic(path: str | Path, write: Callable[[Path], Any]) -> Path:
     tmp = Path(name)
     try:
         write(tmp)
+        tmp.chmod(0o666 & ~_umask())  # mkstemp makes it private; the file should read like any other
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
     return path
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 def replace_folder(path: Path, fill: Callable[[Path], Any]) -> Path:
@@ -68,6 +75,10 @@ def replace_folder(path: Path, fill: Callable[[Path], Any]) -> Path:
     tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp"))
     try:
         fill(tmp)
+        tmp.chmod(0o777 & ~_umask())  # mkdtemp and safetensors make private files; these are shared
+        for file in tmp.rglob("*"):
+            if file.is_file():
+                file.chmod(0o666 & ~_umask())
         if path.exists():
             old = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.", suffix=".old"))
             os.replace(path, old / path.name)
