@@ -167,3 +167,5 @@ def build_online_tracker(name: str, args: dict[str, Any] | None = None) -> Rollo
 
 
 register_camera_trackers()
+
+from im2flow2act.policies import rigid_tracking  # noqa: E402, F401  (registers rigid-lk)
