@@ -3,8 +3,9 @@
 Per docs/design.md §10 a real tracker sees only what the robot's camera gives: a
 :class:`CameraObservation` (RGB, depth, the camera's intrinsics and pose) and the first frame's queries.
 ``ONLINE_TRACKERS`` holds every online tracker of ``preprocessing`` (``lk``, ``cotracker3-online``: they
-read the RGB) under its own name and config, plus ``oracle``, the simulator's ground truth — the one
-tracker that reads sim state, which it gets through :meth:`RolloutTracker.bind`. A new tracker registers a
+read the RGB) under its own name and config, ``rigid-lk`` (``policies/rigid_tracking.py``: RGB and depth),
+plus ``oracle``, the simulator's ground truth — the one tracker that reads sim state, which it gets
+through :meth:`RolloutTracker.bind`. A new tracker registers a
 config dataclass and a factory of a :class:`RolloutTracker` here (or an ``OnlineTracker`` in
 ``preprocessing.trackers``).
 """
