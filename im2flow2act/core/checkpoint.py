@@ -17,14 +17,13 @@ import shutil
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, TypeVar
-
-import torch
-from safetensors import SafetensorError
-from safetensors.torch import load_model, save_model
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import im2flow2act
 from im2flow2act.core.config import ConfigError, from_dict, to_dict
+
+if TYPE_CHECKING:  # torch is imported where it is used: the CLI's --help should not wait for it
+    import torch
 
 FORMAT_VERSION = 1
 CONFIG_FILE = "config.json"
@@ -102,6 +101,8 @@ def save_pretrained(folder: str | Path, model: torch.nn.Module, config: Any, kin
         "im2flow2act_version": im2flow2act.__version__,
         "config": to_dict(config),
     }
+
+    from safetensors.torch import save_model
 
     def fill(tmp: Path) -> None:
         (tmp / CONFIG_FILE).write_text(json.dumps(meta, indent=2) + "\n")
@@ -194,6 +195,9 @@ def load_weights(folder: Path, model: torch.nn.Module, kind: str, device: str | 
     what = KINDS[kind]
     if not path.is_file():
         raise CheckpointError(f"{folder} is not {what} model folder: it has no {WEIGHTS_FILE}")
+    from safetensors import SafetensorError
+    from safetensors.torch import load_model
+
     try:
         load_model(model, str(path), strict=True, device=str(device))
     except SafetensorError as err:
@@ -223,6 +227,8 @@ def from_pretrained(
 # ----- training state -----------------------------------------------------------------------------------
 def save_training_state(state: dict[str, Any], path: str | Path) -> Path:
     """``torch.save`` of plain tensors and numbers (nothing that needs unpickling code), atomically."""
+    import torch
+
     payload = {"kind": TRAINING_KIND, "format_version": FORMAT_VERSION, **state}
     return write_atomic(path, lambda tmp: torch.save(payload, tmp))
 
@@ -234,6 +240,8 @@ def load_training_state(path: str | Path, map_location: str | torch.device = "cp
         raise CheckpointError(f"{path} is a folder, not a training checkpoint file")
     if not path.is_file():
         raise CheckpointNotFound(f"training checkpoint {path} does not exist")
+    import torch
+
     try:
         state = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as err:  # pickle refused (an unknown global), truncated zip, garbage bytes
