@@ -89,15 +89,21 @@ def sample(
     ),
 ) -> None:
     """Sample K flows for one image: writes flow.npz (flows (K, T, N, 3), queries) and an overlay GIF."""
-    from im2flow2act.im2flow.generator import load_generator
-    from im2flow2act.im2flow.pictures import write_comparison
+    from im2flow2act.core.checkpoint import resolve_folder
     from im2flow2act.im2flow.sampling import first_frame, object_box
     from im2flow2act.preprocessing.tracks import grid_in_box
 
-    try:
+    try:  # the inputs are checked before the model's heavy imports, so a wrong one fails at once
         frame = first_frame(image)
         found = object_box(frame, box, grounder, prompt or task)
-        model = load_generator(generator)
+        folder = resolve_folder(generator, "flow_generator")
+    except ERRORS as err:
+        _fail(err)
+    from im2flow2act.im2flow.generator import load_generator
+    from im2flow2act.im2flow.pictures import write_comparison
+
+    try:
+        model = load_generator(folder)
     except ERRORS as err:
         _fail(err)
     queries = grid_in_box(found, model.config.flow.grid_size)
