@@ -69,8 +69,8 @@ class FlowPolicyConfig:
     """Give each per-point token ``end_3d``: the 3-D point that the pixel where the plan ends shows in the
     initial depth image (for a mug taken to a plate, a point on the plate), in the object frame. A 2-D flow
     says where the object ends only in the image; this lifts it onto the scene, so the policy need not learn
-    the camera's projection to place precisely. Needs ``point_attention`` and ``object_frame``. Measured on
-    the medium CPU policy: no gain (pick & place 13 vs 14, drawer 14 vs 16 of 20; README, Results)."""
+    the camera's projection to place precisely. Needs ``point_attention`` and ``object_frame``. Off by
+    default: it has not helped so far (docs/results/policies.md)."""
     condition_dropout: float = 0.0
     """Probability, per training sample, of replacing the flow condition (the remaining-flow embedding) by
     a learned null embedding, so that sampling can use classifier-free guidance on the flow."""

@@ -108,7 +108,7 @@ class Task(ABC):
         return {}
 
     def progress(self, model: mujoco.MjModel, data: mujoco.MjData) -> dict[str, float]:
-        """How far an attempt has got, in a few named numbers (cm, degrees): a 0/20 success rate says
+        """How far an attempt has got, in a few named numbers (cm, degrees): a success rate alone says
         nothing of whether the object was reached, lifted or carried; these do."""
         return {}
 
@@ -177,7 +177,7 @@ class _TableTask(Task):
         return {"mug": _body_pos(model, data, "mug")}
 
     def surfaces(self, model, data):
-        # not the bowl: set down inside it, a quarter of the mugs caught its wall and fell (measured)
+        # not the bowl: a mug set down inside it often catches its wall and falls (docs/results/policies.md)
         plate_top = _body_pos(model, data, "plate") + [0, 0, PLATE_HALF_HEIGHT]
         return {"plate": Surface(plate_top, PLATE_RADIUS - MUG_RADIUS)}
 
