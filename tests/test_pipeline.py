@@ -1,5 +1,6 @@
 """A miniature pipeline through every stage: sim demos → videos → ingest → im2flow → play → policy →
-evaluation (demo flow, generated flow, expert) → report; then a rerun that resumes (skips everything)."""
+evaluation (demo flow, generated flow; oracle and rigid-lk tracking; expert) → report; then a rerun
+that resumes (skips everything)."""
 
 from __future__ import annotations
 
@@ -31,7 +32,7 @@ def miniature() -> PipelineConfig:
         play=1,
         eval_episodes=1,
         expert_episodes=1,
-        trackers=["oracle"],
+        trackers=["oracle", "rigid-lk"],  # the upper bound and the real tracker that holds the object
         ingest=IngestConfig(overlay=False),
         flow=FlowTrainConfig(
             generator=tiny_generator_config(), max_steps=2, batch_size=2, sample_every=0, log_every=1
@@ -62,7 +63,10 @@ def test_miniature_pipeline_runs_every_stage_and_resumes(finished):
     assert records["ingest"]["written"] == 4 and records["ingest"]["failed"] == []
     assert len(list((pipeline.folder("videos")).glob("*.mp4"))) == 4
     rates = records["evaluate"]["success_rate"]
-    assert set(rates) == {"tracked/oracle", "generated/oracle", "expert"}
+    assert set(rates) == {f"{p}/{t}" for p in ("tracked", "generated") for t in ("oracle", "rigid-lk")} | {
+        "expert"
+    }
+    assert all(set(rates[k]) == {"pick_place", "open_drawer"} for k in rates)
     assert rates["expert"] == {"pick_place": 1.0, "open_drawer": 1.0}
     html = (pipeline.folder("report") / "report.html").read_text()
     assert html.count("<table>") >= 3 and "<video" in html and "data:image/png;base64," in html
