@@ -38,10 +38,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import cv2
 import numpy as np
 
 from im2flow2act.policies.online_tracking import ONLINE_TRACKERS, CameraObservation, RolloutTracker
+from im2flow2act.preprocessing.trackers.lucas_kanade import forward_backward, pyramid_params, to_gray
 from im2flow2act.preprocessing.tracks import pixel_indices, to_normalized, to_pixels
 
 MOTIONS = ("auto", "rigid", "local")
@@ -100,7 +100,7 @@ class RigidLKTracker(RolloutTracker):
         self._size = observation.size
         self._set_lk_params(self._size)
         self._rng = np.random.default_rng(self.config.seed)
-        self._gray = _gray(observation.rgb)
+        self._gray = to_gray(observation.rgb)
         self._points0 = observation.camera.lift(xy, observation.depth)  # (N, 3) world, first frame
         self._world = self._points0.copy()
         self._rotation, self._translation = np.eye(3), np.zeros(3)
@@ -114,7 +114,7 @@ class RigidLKTracker(RolloutTracker):
         if not hasattr(self, "_points0"):
             raise RuntimeError("call reset(observation, queries) before step(observation)")
         c = self.config
-        gray, depth, camera = _gray(observation.rgb), observation.depth, observation.camera
+        gray, depth, camera = to_gray(observation.rgb), observation.depth, observation.camera
         measured_px, tracked = self._lk(self._gray, gray, self._px)
         measured_xy = to_normalized(measured_px, self._size)
         measured = camera.lift(np.clip(measured_xy, 0.0, 1.0), depth)
@@ -160,24 +160,12 @@ class RigidLKTracker(RolloutTracker):
         c, scale = self.config, size[0] / 256
         win = max(7, int(round(c.win_size * scale)) | 1)
         self._fb_px = c.fb_threshold_px * scale
-        self._lk_params = dict(
-            winSize=(win, win),
-            maxLevel=c.max_level,
-            criteria=(cv2.TERM_CRITERIA_EPS | cv2.TERM_CRITERIA_COUNT, 30, 0.01),
-            minEigThreshold=c.min_eigen_threshold,
-        )
+        self._lk_params = pyramid_params(win, c.max_level, c.min_eigen_threshold)
 
     def _lk(self, prev: np.ndarray, frame: np.ndarray, p0: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Frame-to-frame LK with a forward–backward check: new positions (N, 2) px and which passed."""
-        h, w = frame.shape
-        start = p0.reshape(-1, 1, 2)
-        p1, ok1, _ = cv2.calcOpticalFlowPyrLK(prev, frame, start, None, **self._lk_params)
-        back, ok2, _ = cv2.calcOpticalFlowPyrLK(frame, prev, p1, start.copy(), **self._lk_params)
-        p1, back = p1.reshape(-1, 2), back.reshape(-1, 2)
-        inside = (p1[:, 0] >= -0.5) & (p1[:, 0] <= w - 0.5) & (p1[:, 1] >= -0.5) & (p1[:, 1] <= h - 0.5)
-        fb = np.linalg.norm(back - p0, axis=1)
-        good = ok1.ravel().astype(bool) & ok2.ravel().astype(bool) & np.isfinite(p1).all(axis=1) & inside
-        return np.where(good[:, None], p1, p0), good & (fb < self._fb_px)
+        p1, valid, fb_error = forward_backward(prev, frame, p0, self._lk_params)
+        return np.where(valid[:, None], p1, p0), valid & (fb_error < self._fb_px)
 
     def _fit_rigid(
         self, accepted: np.ndarray, measured: np.ndarray
@@ -255,9 +243,3 @@ def _visible(
     """In the image, in front of the camera, and no surface in the depth image in front of it."""
     inside = (xy[:, 0] >= 0) & (xy[:, 0] < 1) & (xy[:, 1] >= 0) & (xy[:, 1] < 1) & (point_depth > 0)
     return inside & (_depth_at(depth, xy, size) > point_depth - tolerance)
-
-
-def _gray(rgb: np.ndarray) -> np.ndarray:
-    if rgb.ndim != 3 or rgb.shape[-1] != 3 or rgb.dtype != np.uint8:
-        raise ValueError(f"a frame must be RGB uint8 (H, W, 3), got {rgb.shape} {rgb.dtype}")
-    return cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY)

@@ -45,12 +45,7 @@ class LucasKanadeTracker(OnlineTracker):
     def __init__(self, config: LKConfig | None = None) -> None:
         self.config = config or LKConfig()
         c = self.config
-        self._lk = dict(
-            winSize=(c.win_size, c.win_size),
-            maxLevel=c.max_level,
-            criteria=(cv2.TERM_CRITERIA_EPS | cv2.TERM_CRITERIA_COUNT, c.max_iterations, c.epsilon),
-            minEigThreshold=c.min_eigen_threshold,
-        )
+        self._lk = pyramid_params(c.win_size, c.max_level, c.min_eigen_threshold, c.max_iterations, c.epsilon)
         self._state: _State | None = None
 
     # ----- offline -------------------------------------------------------------------------
@@ -91,42 +86,32 @@ class LucasKanadeTracker(OnlineTracker):
         xy = queries[:, -2:]
         h, w = first_frame.shape[:2]
         state = _State.empty(len(xy))
-        state.activate(np.ones(len(xy), bool), to_pixels(xy, (w, h)), _gray(first_frame), 0)
+        state.activate(np.ones(len(xy), bool), to_pixels(xy, (w, h)), to_gray(first_frame), 0)
         self._state = state
         self._size = (w, h)
 
     def step(self, frame: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         if self._state is None:
             raise RuntimeError("call reset(first_frame, queries) before step(frame)")
-        self._advance(self._state, _gray(frame), self._state.t + 1)
+        self._advance(self._state, to_gray(frame), self._state.t + 1)
         return to_normalized(self._state.pos, self._size), self._state.visible.copy()
 
     # ----- one frame -----------------------------------------------------------------------
     def _advance(self, state: _State, frame: np.ndarray, t: int) -> None:
         """Move all active points into ``frame`` (time ``t``), from their anchor frames."""
         state.t = t
-        h, w = frame.shape
         for anchor_t in np.unique(state.anchor_t[state.active]):
             group = state.active & (state.anchor_t == anchor_t)
             if t - anchor_t > self.config.reacquire_frames + 1:
                 state.visible[group] = False
                 continue
             prev_frame = state.frames[int(anchor_t)]
-            p0 = state.anchor_pos[group].reshape(-1, 1, 2)
-            guess = state.pos[group].reshape(-1, 1, 2).copy()
-            p1, ok1, _ = cv2.calcOpticalFlowPyrLK(
-                prev_frame, frame, p0, guess, flags=cv2.OPTFLOW_USE_INITIAL_FLOW, **self._lk
-            )
-            back, ok2, _ = cv2.calcOpticalFlowPyrLK(frame, prev_frame, p1, p0.copy(), **self._lk)
-            p1, back = p1.reshape(-1, 2), back.reshape(-1, 2)
-            finite = np.isfinite(p1).all(axis=1)
-            fb_error = np.linalg.norm(back - p0.reshape(-1, 2), axis=1)
-            inside = (p1[:, 0] >= -0.5) & (p1[:, 0] <= w - 0.5) & (p1[:, 1] >= -0.5) & (p1[:, 1] <= h - 0.5)
-            good = ok1.ravel().astype(bool) & ok2.ravel().astype(bool) & finite & inside
+            p0 = state.anchor_pos[group]
+            p1, good, fb_error = forward_backward(prev_frame, frame, p0, self._lk, guess=state.pos[group])
             good &= fb_error < self.config.fb_threshold_px
             if t - anchor_t > 1 and good.any():  # re-acquisition: also demand a matching appearance
                 good[good] = (
-                    _patch_ncc(prev_frame, frame, p0.reshape(-1, 2)[good], p1[good], self.config.win_size)
+                    _patch_ncc(prev_frame, frame, p0[good], p1[good], self.config.win_size)
                     >= self.config.reacquire_min_ncc
                 )
             idx = np.flatnonzero(group)
@@ -178,6 +163,40 @@ class _State:
             del self.frames[key]
 
 
+def pyramid_params(
+    win_size: int, max_level: int, min_eigen_threshold: float, max_iterations: int = 30, epsilon: float = 0.01
+) -> dict:
+    """Keyword arguments of ``cv2.calcOpticalFlowPyrLK`` for a square window."""
+    return dict(
+        winSize=(win_size, win_size),
+        maxLevel=max_level,
+        criteria=(cv2.TERM_CRITERIA_EPS | cv2.TERM_CRITERIA_COUNT, max_iterations, epsilon),
+        minEigThreshold=min_eigen_threshold,
+    )
+
+
+def forward_backward(
+    prev: np.ndarray, frame: np.ndarray, p0: np.ndarray, params: dict, guess: np.ndarray | None = None
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """LK from ``prev`` to ``frame`` and back for points ``p0`` (N, 2) px (``guess``: where to start the
+    search in ``frame``) → new positions (N, 2), which are valid (both directions converged to a finite
+    point inside the frame), and the forward–backward error (N,) px, for the caller's threshold."""
+    h, w = frame.shape
+    start = p0.reshape(-1, 1, 2)
+    if guess is None:
+        p1, ok1, _ = cv2.calcOpticalFlowPyrLK(prev, frame, start, None, **params)
+    else:
+        initial = guess.reshape(-1, 1, 2).copy()
+        p1, ok1, _ = cv2.calcOpticalFlowPyrLK(
+            prev, frame, start, initial, flags=cv2.OPTFLOW_USE_INITIAL_FLOW, **params
+        )
+    back, ok2, _ = cv2.calcOpticalFlowPyrLK(frame, prev, p1, start.copy(), **params)
+    p1, back = p1.reshape(-1, 2), back.reshape(-1, 2)
+    inside = (p1[:, 0] >= -0.5) & (p1[:, 0] <= w - 0.5) & (p1[:, 1] >= -0.5) & (p1[:, 1] <= h - 0.5)
+    valid = ok1.ravel().astype(bool) & ok2.ravel().astype(bool) & np.isfinite(p1).all(axis=1) & inside
+    return p1, valid, np.linalg.norm(back - p0.reshape(-1, 2), axis=1)
+
+
 def _patch_ncc(
     frame_a: np.ndarray, frame_b: np.ndarray, pa: np.ndarray, pb: np.ndarray, size: int
 ) -> np.ndarray:
@@ -193,7 +212,8 @@ def _patch_ncc(
     return out
 
 
-def _gray(frame: np.ndarray) -> np.ndarray:
+def to_gray(frame: np.ndarray) -> np.ndarray:
+    """RGB uint8 (H, W, 3) → grey, what LK reads; anything else is refused."""
     if frame.ndim != 3 or frame.shape[-1] != 3 or frame.dtype != np.uint8:
         raise ValueError(f"a frame must be RGB uint8 (H, W, 3), got {frame.shape} {frame.dtype}")
     return cv2.cvtColor(frame, cv2.COLOR_RGB2GRAY)
