@@ -24,7 +24,6 @@ from typing import Any
 import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, default_collate
-from tqdm import tqdm
 
 from im2flow2act.core.checkpoint import CheckpointError, load_training_state, save_training_state
 from im2flow2act.core.optimization import (
@@ -35,7 +34,7 @@ from im2flow2act.core.optimization import (
     sample_generators,
     stack_draws,
 )
-from im2flow2act.core.run_log import MetricsLog, RunLock, hold_lock, on_main, record_config
+from im2flow2act.core.run_log import RunLock, hold_lock, on_main, record_config, run_steps
 from im2flow2act.im2flow.augment import AugmentConfig, augment_batch
 from im2flow2act.im2flow.data import ClipConfig, FlowClips, build_clips
 from im2flow2act.im2flow.flow_image import decode
@@ -209,33 +208,21 @@ class FlowTrainer:
         """Train to ``max_steps`` (resuming from the checkpoint in ``out_dir`` when there is one), holding
         the run folder's lock throughout."""
         c, acc = self.config, self.accelerator
-        last: dict[str, float] = {}
         with hold_lock(acc, self.out_dir):
             on_main(acc, lambda: record_config(c, self.out_dir / "train_config.yaml", MAY_DIFFER_ON_RESUME))
             if (self.out_dir / CHECKPOINT).is_file() and self.step == 0:
                 self.load()
             if self.step == 0:
                 self.finetune_decoder()
-            main = acc.is_main_process
-            with MetricsLog(self.out_dir, ["loss", "lr"], resume_step=self.step, enabled=main) as log:
-                bar = tqdm(
-                    total=c.max_steps, initial=self.step, desc="train im2flow", disable=not self.progress
-                )
-                while self.step < c.max_steps:
-                    last = self.train_step()
-                    bar.update()
-                    if self.step % c.log_every == 0 or self.step == c.max_steps:
-                        log.write(self.step, last)
-                        bar.set_postfix(loss=f"{last['loss']:.4f}")
-                    if self.step % c.checkpoint_every == 0 or self.step == c.max_steps:
-                        self.save()
-                    if c.sample_every and (self.step % c.sample_every == 0 or self.step == c.max_steps):
-                        if main:
-                            self.write_samples()
-                        acc.wait_for_everyone()
-                bar.close()
+            last = run_steps(self, ["loss", "lr"], "train im2flow", self.progress, self._after_step)
             self.export()
         return last
+
+    def _after_step(self, final: bool) -> None:
+        """Every ``sample_every`` steps (and at the end): the GIFs of generated against true flow."""
+        every = self.config.sample_every
+        if every and (self.step % every == 0 or final):
+            on_main(self.accelerator, self.write_samples)
 
     def finetune_decoder(self) -> None:
         """sd15: fit the VAE decoder to flow images before the first step (the weights are checkpointed).

@@ -23,7 +23,6 @@ from pathlib import Path
 
 import torch
 from torch.utils.data import DataLoader, Dataset
-from tqdm import tqdm
 
 from im2flow2act.core.checkpoint import CheckpointError, load_training_state, save_training_state
 from im2flow2act.core.optimization import (
@@ -34,7 +33,7 @@ from im2flow2act.core.optimization import (
     sample_generators,
     stack_draws,
 )
-from im2flow2act.core.run_log import MetricsLog, RunLock, hold_lock, on_main, record_config
+from im2flow2act.core.run_log import RunLock, hold_lock, on_main, record_config, run_steps
 from im2flow2act.policies.data import PlayWindows, WindowConfig
 from im2flow2act.policies.flow_policy import FlowPolicy, FlowPolicyConfig
 
@@ -154,28 +153,11 @@ class Trainer:
         """Train to ``max_steps`` (resuming from the checkpoint in ``out_dir`` when there is one), holding
         the run folder's lock throughout."""
         c, acc = self.config, self.accelerator
-        last: dict[str, float] = {}
         with hold_lock(acc, self.out_dir):
             on_main(acc, lambda: record_config(c, self.out_dir / "train_config.yaml", MAY_DIFFER_ON_RESUME))
             if (self.out_dir / CHECKPOINT).is_file() and self.step == 0:
                 self.load()
-            keys = ["loss", "denoise", "align", "lr"]
-            with MetricsLog(self.out_dir, keys, resume_step=self.step, enabled=acc.is_main_process) as log:
-                bar = tqdm(
-                    total=c.max_steps,
-                    initial=self.step,
-                    desc="train policy",
-                    disable=not (progress and acc.is_main_process),
-                )
-                while self.step < c.max_steps:
-                    last = self.train_step()
-                    bar.update()
-                    if self.step % c.log_every == 0 or self.step == c.max_steps:
-                        log.write(self.step, last)
-                        bar.set_postfix(loss=f"{last['loss']:.4f}")
-                    if self.step % c.checkpoint_every == 0 or self.step == c.max_steps:
-                        self.save()
-                bar.close()
+            last = run_steps(self, ["loss", "denoise", "align", "lr"], "train policy", progress)
             self.export()
         return last
 

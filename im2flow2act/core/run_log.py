@@ -18,9 +18,10 @@ import os
 import time
 from collections.abc import Callable, Collection, Iterator
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 import yaml
+from tqdm import tqdm
 
 from im2flow2act.core.checkpoint import write_atomic
 from im2flow2act.core.config import ConfigError, from_dict, to_dict
@@ -201,3 +202,47 @@ class MetricsLog:
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+
+class TrainingRun(Protocol):
+    """What :func:`run_steps` drives: both trainers are one."""
+
+    config: Any  # max_steps, log_every, checkpoint_every
+    accelerator: Any
+    out_dir: Path
+    step: int
+
+    def train_step(self) -> dict[str, float]: ...
+
+    def save(self) -> Any: ...
+
+
+def run_steps(
+    run: TrainingRun,
+    keys: list[str],
+    desc: str,
+    progress: bool = True,
+    after_step: Callable[[bool], None] | None = None,
+) -> dict[str, float]:
+    """Step ``run`` from its current step to ``max_steps``: log every ``log_every`` steps and checkpoint every
+    ``checkpoint_every`` (and both at the end), from the main process only; ``after_step(last)`` adds a
+    trainer's own per-step work. Returns the last step's values."""
+    c, acc = run.config, run.accelerator
+    last: dict[str, float] = {}
+    with MetricsLog(run.out_dir, keys, resume_step=run.step, enabled=acc.is_main_process) as log:
+        bar = tqdm(
+            total=c.max_steps, initial=run.step, desc=desc, disable=not (progress and acc.is_main_process)
+        )
+        while run.step < c.max_steps:
+            last = run.train_step()
+            bar.update()
+            final = run.step == c.max_steps
+            if run.step % c.log_every == 0 or final:
+                log.write(run.step, last)
+                bar.set_postfix(loss=f"{last['loss']:.4f}")
+            if run.step % c.checkpoint_every == 0 or final:
+                run.save()
+            if after_step is not None:
+                after_step(final)
+        bar.close()
+    return last
