@@ -127,17 +127,6 @@ class FlowGenerator(nn.Module):
         target = {"epsilon": eps, "sample": x0, "v_prediction": self.scheduler.get_velocity(x0, eps, t)}
         return nn.functional.mse_loss(self.denoiser(noisy, t, condition), target[c.prediction_type])
 
-    def loss(
-        self,
-        images: torch.Tensor,
-        queries: torch.Tensor,
-        texts: list[str],
-        flows: torch.Tensor,
-        noise: dict[str, torch.Tensor] | None = None,
-    ) -> torch.Tensor:
-        """``forward`` under its old name."""
-        return self(images, queries, texts, flows, noise)
-
     # ----- sampling ---------------------------------------------------------------------------------
     @torch.inference_mode()
     def generate(

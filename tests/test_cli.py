@@ -212,31 +212,17 @@ def test_flow_sample_on_a_real_frame_writes_npz_and_gif(tmp_path, clip_path):
     data = np.load(out / "flow.npz")
     assert data["flows"].shape == (2, 6, 16, 3) and data["queries"].shape == (16, 3)
     assert probe_video(out / "flow.gif").num_frames == 7
-    missing = run(
-        "flow",
-        "sample",
-        str(clip_path),
-        "--task",
-        "x",
-        "--generator",
-        str(tmp_path / "none"),
-        "--box",
-        BOX,
-    )
+
+    def sample_with(generator_path):
+        return run(
+            "flow", "sample", str(clip_path), "--task", "x", "--generator", str(generator_path), "--box", BOX
+        )
+
+    missing = sample_with(tmp_path / "none")
     assert missing.returncode == 2 and "none does not exist" in missing.stderr
     marker = tmp_path / "pwned"
     torch.save({"model": _Marker(marker)}, tmp_path / "evil.pt")  # an old-style pickled model, crafted
-    evil = run(
-        "flow",
-        "sample",
-        str(clip_path),
-        "--task",
-        "x",
-        "--generator",
-        str(tmp_path / "evil.pt"),
-        "--box",
-        BOX,
-    )
+    evil = sample_with(tmp_path / "evil.pt")
     assert evil.returncode == 2 and "error:" in evil.stderr and not marker.exists()
     assert "evil.pt is a file, not a flow generator model folder" in evil.stderr
     no_box = run("flow", "sample", str(clip_path), "--task", "x", "--generator", str(generator))

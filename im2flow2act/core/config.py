@@ -2,8 +2,8 @@
 
 Configs are plain dataclasses with defaults, so code can build them directly. A YAML file and
 command-line overrides only change fields that exist: a typo fails with the list of valid keys and the
-closest match, instead of being silently ignored. This lives in ``preprocessing`` because it is the
-bottom of the import chain (``policies → im2flow → preprocessing``) and every stage needs it.
+closest match, instead of being silently ignored. Every stage needs it, so it lives in ``core``, the bottom
+of the import chain (docs/design.md §3).
 """
 
 from __future__ import annotations
