@@ -10,12 +10,15 @@ the summary ``policies.metrics``. This module holds the config and the loop over
 from __future__ import annotations
 
 import dataclasses
+import hashlib
+import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from tqdm import tqdm
 
+from im2flow2act.core.config import to_dict
 from im2flow2act.policies.metrics import (
     EpisodeResult,
     final_plan_error,
@@ -129,14 +132,62 @@ def build_plan_source(cfg: EvalConfig) -> PlanSource:
     return PLAN_SOURCES.build(cfg.plan_source, plan_source_options(cfg))
 
 
+_SELECTION_ONLY = ("tasks", "episodes", "videos")
+"""EvalConfig fields that choose which episodes run or what is kept, not what an episode does."""
+
+
+def episode_key(cfg: EvalConfig) -> str:
+    """What makes two evaluations' episodes interchangeable: every setting that changes an episode, and
+    the size and time of the local weight files (a retrained policy at the same path is another one)."""
+    settings = {k: v for k, v in to_dict(cfg).items() if k not in _SELECTION_ONLY}
+    for name in ("policy", "generator"):
+        weights = Path(getattr(cfg, name)) / "model.safetensors"
+        if weights.is_file():
+            settings[f"{name}_weights"] = [weights.stat().st_size, weights.stat().st_mtime_ns]
+    return hashlib.sha1(json.dumps(settings, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+class EpisodeLog:
+    """``episodes_<plan source>_<tracker>.jsonl``: one row per finished episode, so an interrupted
+    evaluation resumes where it stopped. Rows of a different evaluation are never mixed in or overwritten."""
+
+    def __init__(self, out_dir: Path, cfg: EvalConfig) -> None:
+        self.path = out_dir / f"episodes_{cfg.plan_source}_{cfg.tracker}.jsonl"
+        self.key = episode_key(cfg)
+        self.done: dict[tuple[str, str], EpisodeResult] = {}
+        if not self.path.is_file():
+            return
+        for number, line in enumerate(self.path.read_text().splitlines(), 1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+                key, result = row.pop("key"), EpisodeResult(**row)
+            except (ValueError, TypeError, KeyError) as err:
+                raise ValueError(f"{self.path}, line {number}: not an episode row ({err})") from err
+            if key != self.key:
+                raise ValueError(
+                    f"{self.path} holds episodes of a different evaluation (another policy, plan or "
+                    "setting); evaluate into another folder, or delete the file to start over"
+                )
+            self.done[(result.task, result.demo)] = result
+
+    def add(self, result: EpisodeResult) -> None:
+        with self.path.open("a") as f:
+            f.write(json.dumps({"key": self.key, **dataclasses.asdict(result)}) + "\n")
+        self.done[(result.task, result.demo)] = result
+
+
 def evaluate(cfg: EvalConfig, out_dir: str | Path, progress: bool = True) -> dict:
-    """Every task's held-out demonstrations, one rollout each; writes and returns the summary."""
+    """Every task's held-out demonstrations, one rollout each; writes and returns the summary. Episodes
+    already in the folder's episode log (same settings) are not run again."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     for task in cfg.tasks:
         TASKS.entry(task)  # unknown task names fail before any work
     PLAN_SOURCES.entry(cfg.plan_source)
     check_online_tracker(cfg.tracker)
+    log = EpisodeLog(out_dir, cfg)
     policy = load_policy(cfg.policy)
     demos = FlowDataset(cfg.demos)
     if demos.kind not in ("sim_demo", "play"):
@@ -146,15 +197,16 @@ def evaluate(cfg: EvalConfig, out_dir: str | Path, progress: bool = True) -> dic
     results: list[EpisodeResult] = []
     for task in cfg.tasks:
         views = [v for v in demos if v.attrs.get("task_name") == task][-cfg.episodes :]
-        if not views:
-            continue
-        with SimEnv(task, "robot", SceneConfig(image_size=views[0].frame_size)) as env:
-            tracker.bind(env)
-            for view in tqdm(views, desc=f"eval {task} ({cfg.tracker})", disable=not progress):
-                video = out_dir / "videos" / f"{task}_{view.name}_{cfg.tracker}.mp4" if cfg.videos else None
-                results.append(
-                    rollout(policy, env, view, plans, tracker, cfg.loop(), cfg.num_points, cfg.seed, video)
-                )
+        todo = [v for v in views if (task, v.name) not in log.done]
+        if todo:
+            with SimEnv(task, "robot", SceneConfig(image_size=todo[0].frame_size)) as env:
+                tracker.bind(env)
+                for view in tqdm(todo, desc=f"eval {task} ({cfg.tracker})", disable=not progress):
+                    name = f"{task}_{view.name}_{cfg.tracker}.mp4"
+                    video = out_dir / "videos" / name if cfg.videos else None
+                    loop = cfg.loop()
+                    log.add(rollout(policy, env, view, plans, tracker, loop, cfg.num_points, cfg.seed, video))
+        results += [log.done[(task, v.name)] for v in views]  # in the demonstrations' order
     summary = summarise(results, list(cfg.tasks), cfg.plan_source, cfg.tracker)
     write_summary(summary, out_dir)
     return summary

@@ -46,22 +46,22 @@ class GenerateConfig:
     workers: int = 1
     videos: bool = False
     """Also write an mp4 per episode with the ground-truth tracks drawn."""
-    play_primitives: int = 3
-    """Random primitives per play episode. 1 makes every episode start from the home pose, like a
-    demonstration; the best measured policy trains on such play (docs/results/policies.md)."""
+    play_primitives: int = 1
+    """Random primitives per play episode. 1 (the default) makes every episode start from the home pose,
+    like a demonstration; the best measured policies train on such play (docs/results/policies.md)."""
     play_mix: list[str] = field(default_factory=lambda: list(DEFAULT_PLAY_MIX))
     """Which primitives play draws, uniformly from this list (``reach`` moves no object; a kind listed twice
     is drawn twice as often). Leaving out pushes or reaches changed the policy's successes only within
     run-to-run noise (docs/results/policies.md)."""
-    play_place_on: float = 0.0
+    play_place_on: float = 0.25
     """Probability that play sets a carried object down on another object's top (the plate), anywhere it
     stands, instead of anywhere on the table, where few land fully on the plate. Play that sometimes ends
     on the plate shows the policy more places like a pick & place demonstration's
     (docs/results/policies.md)."""
-    play_hold: float = 0.0
+    play_hold: float = 0.3
     """Probability that a play episode's last grasp ends holding the object up (see ``PlayStyle.hold``).
-    Without it every play grasp ends by letting go, while a pouring demonstration ends holding the mug;
-    ``scripts/policy_medium.sh`` adds such episodes (docs/results/policies.md)."""
+    Without it every play grasp ends by letting go, while a pouring demonstration ends holding the mug
+    (docs/results/policies.md)."""
     image_size: tuple[int, int] = (256, 256)
     record: RecordConfig = field(default_factory=RecordConfig)
 

@@ -3,6 +3,8 @@ demonstration in the real sim; unknown names fail clearly; task lists default to
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 import torch
@@ -146,3 +148,37 @@ def test_task_lists_default_to_the_task_registry(play_root, tmp_path):
     )
     summary = evaluate(cfg, tmp_path / "eval", progress=False)  # the play has two of the four scenes
     assert list(summary["tasks"]) == ["pick_place", "open_drawer"]
+
+
+def test_an_interrupted_evaluation_resumes_and_never_mixes_two_evaluations(play_root, tmp_path):
+    from im2flow2act.policies.data import PlayWindows, WindowConfig
+    from im2flow2act.policies.flow_policy import FlowPolicy
+
+    policy = FlowPolicy(tiny_policy_config()).eval()
+    policy.normalizer.fit(PlayWindows(play_root, WindowConfig(num_points=16, plan_frames=8)).statistics())
+    folder = policy.save_pretrained(tmp_path / "policy")
+    cfg = EvalConfig(
+        policy=str(folder),
+        demos=str(play_root),
+        tasks=["pick_place", "open_drawer"],
+        episodes=1,
+        plan_source="ground_truth",
+        max_chunks=2,
+        action_horizon=1,
+        action_samples=2,
+        num_points=8,
+        videos=False,
+    )
+    out = tmp_path / "eval"
+    full = evaluate(cfg, out, progress=False)
+    log = out / "episodes_ground_truth_oracle.jsonl"
+    rows = log.read_text().splitlines()
+    assert len(rows) == 2
+    log.write_text(rows[0] + "\n")  # as if stopped after the first episode
+    resumed = evaluate(cfg, out, progress=False)
+    assert len(log.read_text().splitlines()) == 2  # only the missing episode ran again
+    assert resumed["tasks"] == full["tasks"]  # episodes are seeded by their layout: the same figures
+    before = log.read_text()
+    with pytest.raises(ValueError, match="different evaluation"):
+        evaluate(replace(cfg, action_samples=3), out, progress=False)
+    assert log.read_text() == before  # nothing written is lost
