@@ -132,19 +132,29 @@ def build_plan_source(cfg: EvalConfig) -> PlanSource:
     return PLAN_SOURCES.build(cfg.plan_source, plan_source_options(cfg))
 
 
-_SELECTION_ONLY = ("tasks", "episodes", "videos")
-"""EvalConfig fields that choose which episodes run or what is kept, not what an episode does."""
+_NOT_IN_KEY = ("tasks", "episodes", "videos", "policy", "generator", "demos")
+"""EvalConfig fields that choose which episodes run, what is kept, or where a file lies — not what an
+episode does (a row names its demonstration; the models count by their weights' content)."""
+
+
+def _file_digest(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 def episode_key(cfg: EvalConfig) -> str:
-    """What makes two evaluations' episodes interchangeable: every setting that changes an episode, and
-    the size and time of the local weight files (a retrained policy at the same path is another one)."""
-    settings = {k: v for k, v in to_dict(cfg).items() if k not in _SELECTION_ONLY}
-    for name in ("policy", "generator"):
-        weights = Path(getattr(cfg, name)) / "model.safetensors"
-        if weights.is_file():
-            settings[f"{name}_weights"] = [weights.stat().st_size, weights.stat().st_mtime_ns]
-    return hashlib.sha1(json.dumps(settings, sort_keys=True, default=str).encode()).hexdigest()[:16]
+    """What makes two evaluations' episodes interchangeable: every setting that changes an episode and
+    the content of the model weights (a retrained policy at the same path is another one; the same one
+    copied elsewhere is not)."""
+    settings = {k: v for k, v in to_dict(cfg).items() if k not in _NOT_IN_KEY}
+    models = {"policy": cfg.policy} | ({"generator": cfg.generator} if cfg.plan_source == "generated" else {})
+    for name, source in models.items():
+        weights = Path(source) / "model.safetensors"
+        settings[name] = _file_digest(weights) if weights.is_file() else str(source)
+    return hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
 class EpisodeLog:

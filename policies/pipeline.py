@@ -56,7 +56,7 @@ class PipelineConfig:
     eval_episodes: int = 2
     expert_episodes: int = 2
     trackers: list[str] = field(default_factory=lambda: ["oracle", "lk"])
-    """Online trackers evaluated (oracle, lk, cotracker3-online)."""
+    """Online trackers evaluated (oracle, lk, rigid-lk, cotracker3-online)."""
     tracker_args: dict[str, dict[str, Any]] = field(default_factory=dict)
     """Per tracker name, its config, e.g. {cotracker3-online: {checkpoint: models/cotracker3}}."""
     ingest: IngestConfig = field(default_factory=lambda: IngestConfig(grid_size=16, overlay=False))
@@ -181,8 +181,8 @@ class Pipeline:
     def stage_evaluate(self, folder: Path) -> dict:
         c = self.config
         tables: dict[str, dict] = {}
-        for plan in ("tracked", "generated"):
-            for tracker in c.trackers:
+        for plan in ("generated", "tracked"):  # the language-conditioned system first
+            for tracker in sorted(c.trackers, key=lambda t: t == "oracle"):  # the upper bound last
                 cfg = replace(
                     c.evaluation,
                     policy=str(self.folder("policy") / "policy"),  # the exported model folder

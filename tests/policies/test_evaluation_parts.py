@@ -3,6 +3,7 @@ demonstration in the real sim; unknown names fail clearly; task lists default to
 
 from __future__ import annotations
 
+import shutil
 from dataclasses import replace
 
 import numpy as np
@@ -178,6 +179,9 @@ def test_an_interrupted_evaluation_resumes_and_never_mixes_two_evaluations(play_
     resumed = evaluate(cfg, out, progress=False)
     assert len(log.read_text().splitlines()) == 2  # only the missing episode ran again
     assert resumed["tasks"] == full["tasks"]  # episodes are seeded by their layout: the same figures
+    moved = shutil.copytree(folder, tmp_path / "released" / "policy")
+    assert evaluate(replace(cfg, policy=str(moved)), out, progress=False)["tasks"] == full["tasks"]
+    assert len(log.read_text().splitlines()) == 2  # the same weights elsewhere: nothing ran again
     before = log.read_text()
     with pytest.raises(ValueError, match="different evaluation"):
         evaluate(replace(cfg, action_samples=3), out, progress=False)
