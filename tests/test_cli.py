@@ -163,7 +163,8 @@ def test_sim_demos_resume_and_summary(tmp_path):
     )
     assert probe_video(out / "videos" / "pick_place_000001.mp4").num_frames == ds[1].num_frames
     again = run(*args)
-    assert json.loads((out / "summary.json").read_text())["tasks"]["pick_place"]["skipped"] == 2, again.stderr
+    row = json.loads((out / "summary.json").read_text())["tasks"]["pick_place"]
+    assert (row["skipped"], row["success_rate"]) == (2, 1.0), again.stderr  # their outcome still counts
 
 
 def test_sim_bad_task_and_show(tmp_path):

@@ -26,7 +26,7 @@ from im2flow2act.policies.sim.env import SimEnv
 from im2flow2act.policies.sim.record import RecordConfig, record
 from im2flow2act.policies.sim.scene import SceneConfig
 from im2flow2act.policies.sim.tasks import TASKS, task_names
-from im2flow2act.preprocessing.dataset import FlowDatasetWriter
+from im2flow2act.preprocessing.dataset import FlowDataset, FlowDatasetWriter
 from im2flow2act.preprocessing.visualize import write_overlay
 
 Mode = Literal["demos", "play", "expert"]
@@ -116,8 +116,9 @@ def _run_job(args: tuple[Mode, str, int, str, GenerateConfig]) -> JobResult:
     mode, task, seed, out, cfg = args
     name = episode_name(task, seed)
     writer = FlowDatasetWriter(Path(out) / "dataset.zarr", kind=KIND[mode])
-    if writer.has(name):
-        return JobResult(task, seed, name, "skipped")
+    if writer.has(name):  # written by an earlier run: its recorded outcome still counts
+        stored = FlowDataset(Path(out) / "dataset.zarr")[name]
+        return JobResult(task, seed, name, "skipped", bool(stored.attrs.get("success", False)))
     started = time.perf_counter()
     try:
         key = (task, EMBODIMENT[mode])
@@ -202,7 +203,8 @@ def summarise(mode: str, results: list[JobResult], wall: float, workers: int) ->
         if r.error:
             row["errors"].append({"episode": r.name, "error": r.error})
     for row in tasks.values():
-        row["success_rate"] = row["successes"] / row["written"] if row["written"] else None
+        done = row["written"] + row["skipped"]
+        row["success_rate"] = row["successes"] / done if done else None
         row["episode_seconds"] = round(row["episode_seconds"], 2)
     return {"mode": mode, "workers": workers, "wall_seconds": round(wall, 2), "tasks": tasks}
 
