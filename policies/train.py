@@ -40,7 +40,8 @@ from im2flow2act.policies.flow_policy import FlowPolicy, FlowPolicyConfig
 CHECKPOINT = "checkpoint.pt"
 EXPORT = "policy"
 """The exported EMA policy: a model folder (config.json + model.safetensors) inside the run folder."""
-MAY_DIFFER_ON_RESUME = ("log_every", "checkpoint_every", "workers")
+EXPORT_DTYPES = {"float32": torch.float32, "float16": torch.float16}
+MAY_DIFFER_ON_RESUME = ("log_every", "checkpoint_every", "workers", "export_dtype")
 
 
 @dataclass
@@ -54,9 +55,14 @@ class TrainConfig(OptimizationConfig):
     seed: int = 0
     workers: int = 0
     """DataLoader worker processes cutting the windows (0: in the training process)."""
+    export_dtype: str = "float32"
+    """How the exported model folder stores the policy's parameters: float32, or float16 (half the size on
+    disk, for releasing; loaded back into float32). The normaliser's statistics stay float32."""
 
     def __post_init__(self) -> None:
         """The windows must be cut the way the policy reads them; a mismatch fails when the config is read."""
+        if self.export_dtype not in EXPORT_DTYPES:
+            raise ValueError(f"export_dtype {self.export_dtype!r}: one of {', '.join(EXPORT_DTYPES)}")
         for key in ("plan_frames", "obs_horizon", "pred_horizon"):
             window, policy = getattr(self.windows, key), getattr(self.policy, key)
             if window != policy:
@@ -172,7 +178,10 @@ class Trainer:
         """The EMA policy alone, as the model folder ``<out>/policy`` (config.json + model.safetensors)."""
         path = self.out_dir / EXPORT
         if self.accelerator.is_main_process:
-            self.ema_policy().save_pretrained(path)
+            policy = self.ema_policy()
+            for parameter in policy.parameters():
+                parameter.data = parameter.data.to(EXPORT_DTYPES[self.config.export_dtype])
+            policy.save_pretrained(path)
         self.accelerator.wait_for_everyone()
         return path
 

@@ -443,3 +443,30 @@ def test_flow_guidance_drops_the_flow_in_training_and_amplifies_it_in_sampling(w
     assert act(batch, 3.0).shape == (4, policy.config.pred_horizon, policy.config.action_dim)
     with pytest.raises(ValueError, match="condition_dropout"):
         plain.eval().predict_action(batch, guidance_scale=2.0)
+
+
+def test_a_half_precision_export_is_half_the_size_and_acts_the_same(windows, tmp_path):
+    from safetensors import safe_open
+
+    from im2flow2act.policies.train import TrainConfig, Trainer, load_policy
+
+    cfg = TrainConfig(
+        policy=tiny_policy_config(), windows=windows.config, batch_size=4, max_steps=3, warmup_steps=1
+    )
+    trainer = Trainer(cfg, tmp_path / "run", windows)
+    trainer.fit(progress=False)
+    full = load_policy(tmp_path / "run" / "policy")
+    trainer.config.export_dtype = "float16"
+    half_folder = trainer.export()
+    with safe_open(str(half_folder / "model.safetensors"), "pt") as f:
+        dtypes = {name: f.get_slice(name).get_dtype() for name in f.keys()}  # noqa: SIM118 (not a dict)
+    assert {d for n, d in dtypes.items() if "normalizer" not in n} == {"F16"}
+    assert {d for n, d in dtypes.items() if "normalizer" in n} == {"F32"}  # statistics keep full precision
+    half = load_policy(half_folder)
+    assert next(half.parameters()).dtype == torch.float32  # loaded back into float32
+    batch = {k: v[None] for k, v in windows[0].items()}
+    a = full.predict_action(batch, generator=torch.Generator().manual_seed(0))
+    b = half.predict_action(batch, generator=torch.Generator().manual_seed(0))
+    assert torch.allclose(a, b, atol=2e-2)
+    with pytest.raises(ValueError, match="export_dtype"):
+        TrainConfig(export_dtype="int8")
