@@ -211,7 +211,8 @@ def evaluate(cfg: EvalConfig, out_dir: str | Path, progress: bool = True) -> dic
         if todo:
             with SimEnv(task, "robot", SceneConfig(image_size=todo[0].frame_size)) as env:
                 tracker.bind(env)
-                for view in tqdm(todo, desc=f"eval {task} ({cfg.tracker})", disable=not progress):
+                label = f"eval {task} ({cfg.plan_source}, {cfg.tracker})"
+                for view in tqdm(todo, desc=label, disable=not progress):
                     name = f"{task}_{view.name}_{cfg.tracker}.mp4"
                     video = out_dir / "videos" / name if cfg.videos else None
                     loop = cfg.loop()

@@ -17,6 +17,8 @@ a rerun skips finished stages):
 from __future__ import annotations
 
 import json
+import multiprocessing as mp
+import os
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -49,6 +51,7 @@ class PipelineConfig:
     image_size: list[int] = field(default_factory=lambda: [128, 128])
     """(width, height) of every rendered frame (demos, play, evaluation)."""
     workers: int = 2
+    """Processes for the simulator, ingest and evaluation stages (evaluation: columns side by side)."""
     demos: int = 12
     """Sphere demonstrations per task; the last ``eval_episodes`` are held out for evaluation."""
     play: int = 10
@@ -63,6 +66,21 @@ class PipelineConfig:
     flow: FlowTrainConfig = field(default_factory=lambda: FlowTrainConfig(max_steps=300, batch_size=16))
     policy: TrainConfig = field(default_factory=lambda: TrainConfig(max_steps=400, batch_size=32))
     evaluation: EvalConfig = field(default_factory=lambda: EvalConfig(max_chunks=16, num_flows=4))
+
+
+def _pin_threads(threads: int) -> None:
+    import torch
+
+    torch.set_num_threads(threads)
+
+
+def _evaluate_in_worker(cfg: EvalConfig, out: str) -> dict:
+    """One column in a worker process; its episodes land in the folder's episode log as they finish."""
+    label = f"{cfg.plan_source}/{cfg.tracker}"
+    summary = evaluate_policy(cfg, out)
+    rates = ", ".join(f"{t} {row['success_rate']:.0%}" for t, row in summary["tasks"].items())
+    print(f"[pipeline] evaluate {label}: {rates}", flush=True)
+    return summary
 
 
 class Pipeline:
@@ -178,24 +196,44 @@ class Pipeline:
         last = trainer.fit(progress=self.progress)
         return {"final_loss": last.get("loss")}
 
-    def stage_evaluate(self, folder: Path) -> dict:
+    def evaluation_configs(self) -> dict[str, EvalConfig]:
+        """Per column ``<plan>/<tracker>``, its evaluation: the language-conditioned system first, the
+        oracle (the upper bound) after the real tracker."""
         c = self.config
-        tables: dict[str, dict] = {}
-        for plan in ("generated", "tracked"):  # the language-conditioned system first
-            for tracker in sorted(c.trackers, key=lambda t: t == "oracle"):  # the upper bound last
-                cfg = replace(
-                    c.evaluation,
-                    policy=str(self.folder("policy") / "policy"),  # the exported model folder
-                    demos=str(self.folder("demos") / "dataset.zarr"),
-                    generator=str(self.folder("im2flow") / EXPORT),
-                    tasks=list(c.tasks),
-                    episodes=c.eval_episodes,
-                    plan_source=plan,
-                    tracker=tracker,
-                    tracker_args=c.tracker_args.get(tracker, {}),
-                )
-                summary = evaluate_policy(cfg, folder / plan, progress=self.progress)
-                tables[f"{plan}/{tracker}"] = {t: row["success_rate"] for t, row in summary["tasks"].items()}
+        return {
+            f"{plan}/{tracker}": replace(
+                c.evaluation,
+                policy=str(self.folder("policy") / "policy"),  # the exported model folder
+                demos=str(self.folder("demos") / "dataset.zarr"),
+                generator=str(self.folder("im2flow") / EXPORT),
+                tasks=list(c.tasks),
+                episodes=c.eval_episodes,
+                plan_source=plan,
+                tracker=tracker,
+                tracker_args=c.tracker_args.get(tracker, {}),
+            )
+            for plan in ("generated", "tracked")
+            for tracker in sorted(c.trackers, key=lambda t: t == "oracle")
+        }
+
+    def stage_evaluate(self, folder: Path) -> dict:
+        """Every column, ``workers`` at a time in their own processes (each with its share of the CPU's
+        threads: simulation, rendering and tracking are single-threaded, so two evaluations side by side
+        get through more episodes than one with every thread)."""
+        c = self.config
+        jobs = [(cfg, str(folder / cfg.plan_source)) for cfg in self.evaluation_configs().values()]
+        workers = max(1, min(c.workers, len(jobs)))
+        threads = max(1, (os.cpu_count() or 1) // workers)
+        if workers == 1:
+            summaries = [evaluate_policy(cfg, out, progress=self.progress) for cfg, out in jobs]
+        else:
+            context = mp.get_context("spawn")
+            with context.Pool(workers, initializer=_pin_threads, initargs=(threads,)) as pool:
+                summaries = pool.starmap(_evaluate_in_worker, jobs)
+        tables: dict[str, dict] = {
+            f"{s['plan_source']}/{s['tracker']}": {t: row["success_rate"] for t, row in s["tasks"].items()}
+            for s in summaries
+        }
         tables["expert"] = self._sim("expert", folder / "expert", c.expert_episodes)
         return {"success_rate": tables}
 

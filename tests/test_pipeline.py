@@ -99,3 +99,18 @@ def test_report_renders_in_headless_chromium(finished, tmp_path):
     rendered = dom.stdout
     assert rendered.count("<table>") >= 3 and "<img" in rendered and "<video" in rendered
     assert "Task success" in rendered and "scripted expert" in rendered
+
+
+def test_evaluation_columns_run_side_by_side_and_resume_from_their_episode_logs(finished, tmp_path):
+    pipeline, records = finished
+    run = shutil.copytree(pipeline.out, tmp_path / "run")
+    for stage in ("evaluate", "report"):
+        (run / pipeline.folder(stage).name / "stage.json").unlink()
+    log = run / pipeline.folder("evaluate").name / "generated" / "episodes_generated_rigid-lk.jsonl"
+    kept = log.read_text().splitlines()[:1]
+    log.write_text(kept[0] + "\n")  # as if stopped after one episode of the headline column
+    config = miniature()
+    config.workers = 2  # two columns at a time, each in its own process
+    again = Pipeline(config, run, progress=False).run(until="evaluate")
+    assert again["evaluate"]["success_rate"] == records["evaluate"]["success_rate"]
+    assert log.read_text().splitlines()[0] == kept[0] and len(log.read_text().splitlines()) == 2
