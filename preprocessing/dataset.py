@@ -12,8 +12,10 @@ Layout of a store (a directory)::
         attrs: task, object_prompt, bbox, fps, source, frame_indices (+ any extra attrs)
 
 Episodes are written atomically: into a hidden temporary group that is renamed into place only when
-complete. An interrupted run leaves no half episode (the temporary group is removed on the next open)
-and a rerun skips the episodes that exist. Readers validate the root on open and each episode on
+complete. A write that fails (a full disk) removes its temporary group before raising, so the space is
+free for the next episode; a killed run's temporary group is removed by the next writer, once its
+process is gone. A rerun skips the episodes that exist. An episode needs at least two frames: one frame
+holds no motion to learn a flow from. Readers validate the root on open and each episode on
 access, and fail with the dataset path, the episode and the problem.
 """
 
@@ -22,6 +24,8 @@ from __future__ import annotations
 import os
 import re
 import shutil
+import threading
+import time
 import uuid
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
@@ -47,6 +51,11 @@ POINT_MASKS = ("moving", "robot")
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$")
 _TMP_PREFIX = ".tmp-"
 _WRITE_BATCH = 16
+MIN_EPISODE_FRAMES = 2
+"""One frame holds no motion: a flow needs at least one displacement."""
+_ACTIVE: set[str] = set()
+"""Temporary groups this process is writing now (another writer in it must not remove them)."""
+_ACTIVE_LOCK = threading.Lock()
 
 
 class DatasetError(ValueError):
@@ -144,7 +153,10 @@ class FlowDatasetWriter:
         if self.has(name) and not overwrite:
             return False
         _check_episode(episode, where=self.root / name)
+        _remove_stale_temporaries(self.root)  # e.g. a worker killed earlier in this batch
         tmp = self.root / f"{_TMP_PREFIX}{name}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+        with _ACTIVE_LOCK:
+            _ACTIVE.add(tmp.name)
         try:
             _write_group(tmp, episode)
             final = self.root / name
@@ -157,9 +169,43 @@ class FlowDatasetWriter:
                     return False
                 raise
         finally:
-            if tmp.exists():
-                shutil.rmtree(tmp, ignore_errors=True)
+            _discard(tmp)
+            with _ACTIVE_LOCK:
+                _ACTIVE.discard(tmp.name)
         return True
+
+
+def _discard(tmp: Path, quiet_s: float = 0.2, timeout_s: float = 10.0) -> None:
+    """Remove a temporary group for good, also after a failed write.
+
+    When one chunk write fails (ENOSPC), zarr raises while its other chunk writes of the same call still
+    run and recreate folders after a plain rmtree; so wait for zarr's pending writes, then remove until
+    the folder stays gone.
+    """
+    if not tmp.exists():
+        return
+    _wait_for_zarr_writes(timeout_s)
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        shutil.rmtree(tmp, ignore_errors=True)
+        time.sleep(quiet_s)
+        if not tmp.exists():
+            return
+
+
+def _wait_for_zarr_writes(timeout_s: float) -> None:
+    """Let the I/O tasks zarr still runs on its event loop finish (they outlive a failed call)."""
+    import asyncio
+
+    from zarr.core.sync import sync
+
+    async def drain() -> None:
+        me = asyncio.current_task()
+        pending = [t for t in asyncio.all_tasks() if t is not me and not t.done()]
+        if pending:
+            await asyncio.wait(pending, timeout=timeout_s)
+
+    sync(drain())
 
 
 def _write_group(path: Path, ep: Episode) -> None:
@@ -230,6 +276,12 @@ def _plain_attrs(attrs: dict[str, Any]) -> dict[str, Any]:
 
 
 def _check_episode(ep: Episode, where: Path) -> None:
+    if ep.num_frames < MIN_EPISODE_FRAMES:
+        raise DatasetError(
+            where,
+            f"episode from {ep.source} has {ep.num_frames} frame(s); at least {MIN_EPISODE_FRAMES} are "
+            "needed (one frame holds no motion)",
+        )
     try:
         validate_tracks(np.asarray(ep.tracks), np.asarray(ep.visibility), np.asarray(ep.queries))
     except TrackShapeError as err:
@@ -293,9 +345,32 @@ def _episode_names(root: Path) -> list[str]:
 def _remove_stale_temporaries(root: Path) -> None:
     """Remove temporary episodes whose writing process is gone (an interrupted earlier run)."""
     for tmp in root.glob(f"{_TMP_PREFIX}*"):
-        match = re.search(r"-(\d+)-[0-9a-f]{8}$", tmp.name)
-        if match is None or not _process_alive(int(match.group(1))):
+        if _writer_gone(tmp):
             shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _writer_gone(tmp: Path) -> bool:
+    """True when no live process can still be writing ``tmp`` (its name carries the writer's pid).
+
+    A pid can be reused (a rerun in a fresh container often gets the killed run's pid): a live process
+    that started after the group was last changed is not its writer, and this process writes only
+    the groups in ``_ACTIVE``.
+    """
+    match = re.search(r"-(\d+)-[0-9a-f]{8}$", tmp.name)
+    if match is None:
+        return True
+    pid = int(match.group(1))
+    if pid == os.getpid():
+        with _ACTIVE_LOCK:
+            return tmp.name not in _ACTIVE
+    if not _process_alive(pid):
+        return True
+    started = _process_start_time(pid)
+    try:
+        changed = tmp.stat().st_mtime
+    except FileNotFoundError:
+        return False  # finished (renamed) meanwhile: nothing to remove
+    return started is not None and started > changed + 2.0  # /proc's boot time has 1 s resolution
 
 
 def _process_alive(pid: int) -> bool:
@@ -306,6 +381,21 @@ def _process_alive(pid: int) -> bool:
     except PermissionError:
         return True
     return True
+
+
+def _process_start_time(pid: int) -> float | None:
+    """When ``pid`` started (seconds since the epoch), from Linux's /proc; None where that is unknown."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+        boot = next(
+            int(line.split()[1])
+            for line in Path("/proc/stat").read_text().splitlines()
+            if line[:5] == "btime"
+        )
+        ticks = int(stat.rsplit(")", 1)[1].split()[19])  # field 22, starttime; the name may hold spaces
+        return boot + ticks / os.sysconf("SC_CLK_TCK")
+    except (OSError, StopIteration, ValueError, IndexError):
+        return None
 
 
 class EpisodeView:
