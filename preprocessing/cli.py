@@ -15,7 +15,7 @@ from im2flow2act.core.registry import UnknownComponentError
 from im2flow2act.preprocessing.dataset import DatasetError, FlowDataset
 from im2flow2act.preprocessing.grounding import ModelNotAvailable
 from im2flow2act.preprocessing.ingest import IngestConfig, ingest_batch, summary_table, write_summary
-from im2flow2act.preprocessing.sources import is_url, parse_box, resolve_inputs
+from im2flow2act.preprocessing.sources import check_episode_name, is_url, parse_box, resolve_inputs
 
 _OVERRIDE = re.compile(r"^[A-Za-z_][\w.]*=")
 
@@ -57,7 +57,7 @@ def ingest(
     out: Annotated[
         Path, typer.Option(help="Output folder: dataset.zarr, overlays/, summary.json, ingest_config.yaml.")
     ] = Path("outputs/ingest"),
-    workers: Annotated[int, typer.Option(help="Worker processes.")] = 1,
+    workers: Annotated[int, typer.Option(help="Worker processes (at least 1).")] = 1,
     overlay: Annotated[
         bool | None,
         typer.Option("--overlay/--no-overlay", help="Overlay mp4 per episode (default: when ≤ 20 videos)."),
@@ -71,7 +71,11 @@ def ingest(
     ] = None,
     object_prompt: Annotated[str, typer.Option(hidden=True)] = "",
 ) -> None:
-    """Turn human videos into object flow: find the object, track a grid of points on it, store episodes."""
+    """Turn human videos into object flow: find the object, track a grid of points on it, store episodes.
+
+    A rerun into the same --out skips episodes already made from the same videos; it must use the same
+    config, except for the overlay and download options, and never rewrites ingest_config.yaml.
+    """
     inputs, overrides = split_arguments(arguments)
     try:
         cfg = load_config(IngestConfig, config and resolve_preset("preprocessing", config), overrides)
@@ -86,10 +90,22 @@ def ingest(
             cfg.overlay = overlay
     except (ConfigError, ValueError) as err:
         _fail(err)
+    if workers < 1:
+        _fail(f"--workers must be at least 1, got {workers}")
+    if name is not None:
+        try:
+            check_episode_name(name)
+        except ValueError as err:
+            _fail(f"--name: {err}")
     if not inputs:
         _fail("give at least one video, folder, manifest or URL")
-    items, bad = resolve_inputs(inputs, task=task, object_prompt=prompt or object_prompt, box=given_box)
-    if name is not None and len(items) == 1:
+    own_outputs = [out / "overlays", out / "downloads", out / "dataset.zarr"]
+    items, bad = resolve_inputs(
+        inputs, task=task, object_prompt=prompt or object_prompt, box=given_box, exclude=own_outputs
+    )
+    if name is not None and len(items) > 1:
+        _fail(f"--name names a single input; these inputs give {len(items)} videos")
+    if name is not None and items:
         items[0].name = name
     if cfg.grounder == "manifest" and any(item.box is None for item in items):
         hint = "pass --box x0,y0,x1,y1, add a box column to the manifest, or use --grounder motion"

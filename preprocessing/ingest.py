@@ -1,31 +1,38 @@
 """Ingest videos into object flow: resolve → (download) → read → ground → (segment) → track → store.
 
-:func:`ingest_item` handles one video and raises a clear error for a bad one; :func:`ingest_batch` runs
+:meth:`Ingestor.ingest` handles one video and raises a clear error for a bad one; :func:`ingest_batch` runs
 many in a worker pool, skips finished episodes, reports failures in the summary and never stops for one
 bad video. Models (grounder, segmenter, tracker) are built once per worker process.
+
+Every item gets its own episode name before any work (:func:`assign_names`), and an episode that exists is
+"already done" only when it was made from the same source (and clip); anything else is a conflict reported
+for that item. An ``--out`` folder keeps one config (:func:`check_stored_config`).
 """
 
 from __future__ import annotations
 
 import json
 import multiprocessing as mp
-import re
+import os
+import threading
 import time
 import traceback
 from collections.abc import Iterator
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import yaml
+import zarr
 from tqdm import tqdm
 
-from im2flow2act.core.config import save_config, to_dict
+from im2flow2act.core.config import ConfigError, save_config, to_dict
 from im2flow2act.preprocessing.dataset import Episode, FlowDatasetWriter
 from im2flow2act.preprocessing.download import DownloadConfig, fetch
 from im2flow2act.preprocessing.grounding import GROUNDERS, Box
 from im2flow2act.preprocessing.segmentation import SEGMENTERS
-from im2flow2act.preprocessing.sources import VideoItem
+from im2flow2act.preprocessing.sources import VideoItem, check_episode_name, episode_name_for
 from im2flow2act.preprocessing.trackers import TRACKERS
 from im2flow2act.preprocessing.tracks import (
     box_to_normalized,
@@ -74,13 +81,110 @@ class IngestConfig:
     overlay_trail: int = 8
     download: DownloadConfig = field(default_factory=DownloadConfig)
 
+    def __post_init__(self) -> None:
+        """Out-of-range values fail when the config is read, naming the key, not per video deep inside."""
+        for problem in _config_problems(self):
+            raise ValueError(problem)
+
+
+VIDEO_BACKENDS = ("auto", "decord", "pyav")
+MAX_FRAME_SIDE = 4096
+MAX_GRID_SIZE = 256
+
+
+def _config_problems(c: IngestConfig) -> Iterator[str]:
+    size = tuple(c.frame_size) if isinstance(c.frame_size, (list, tuple)) else ()
+    if len(size) != 2 or not all(_is_int(v) and 8 <= v <= MAX_FRAME_SIDE for v in size):
+        allowed = f"each an integer from 8 to {MAX_FRAME_SIDE}"
+        yield f"frame_size must be [width, height], {allowed}, got {c.frame_size!r}"
+    checks = [
+        (
+            "grid_size",
+            c.grid_size,
+            _is_int(c.grid_size) and 1 <= c.grid_size <= MAX_GRID_SIZE,
+            f"an integer from 1 to {MAX_GRID_SIZE}",
+        ),
+        ("stride", c.stride, _is_int(c.stride) and c.stride >= 1, "an integer of at least 1"),
+        (
+            "max_frames",
+            c.max_frames,
+            c.max_frames is None or (_is_int(c.max_frames) and c.max_frames >= 2),
+            "null or an integer of at least 2 (tracking needs two frames)",
+        ),
+        (
+            "resample_frames",
+            c.resample_frames,
+            _is_int(c.resample_frames) and (c.resample_frames == 0 or c.resample_frames >= 2),
+            "0 (off) or an integer of at least 2",
+        ),
+        ("start", c.start, c.start >= 0, "a number of seconds, at least 0"),
+        (
+            "end",
+            c.end,
+            c.end is None or c.end > c.start,
+            f"null or a number of seconds above start ({c.start})",
+        ),
+        ("moving_threshold_px", c.moving_threshold_px, c.moving_threshold_px >= 0, "a number of at least 0"),
+        ("video_backend", c.video_backend, c.video_backend in VIDEO_BACKENDS, " | ".join(VIDEO_BACKENDS)),
+        (
+            "overlay_auto_limit",
+            c.overlay_auto_limit,
+            _is_int(c.overlay_auto_limit) and c.overlay_auto_limit >= 0,
+            "an integer of at least 0",
+        ),
+        (
+            "overlay_height",
+            c.overlay_height,
+            _is_int(c.overlay_height)
+            and 16 <= c.overlay_height <= MAX_FRAME_SIDE
+            and c.overlay_height % 2 == 0,
+            f"an even integer from 16 to {MAX_FRAME_SIDE} (video encoders need even sizes)",
+        ),
+        (
+            "overlay_trail",
+            c.overlay_trail,
+            _is_int(c.overlay_trail) and c.overlay_trail >= 0,
+            "an integer of at least 0",
+        ),
+        ("download.timeout_s", c.download.timeout_s, c.download.timeout_s > 0, "a number of seconds above 0"),
+        ("download.max_mb", c.download.max_mb, c.download.max_mb > 0, "a number of megabytes above 0"),
+        (
+            "download.retries",
+            c.download.retries,
+            _is_int(c.download.retries) and c.download.retries >= 0,
+            "an integer of at least 0",
+        ),
+        (
+            "download.backoff_s",
+            c.download.backoff_s,
+            c.download.backoff_s >= 0,
+            "a number of seconds, at least 0",
+        ),
+    ]
+    for key, value, ok, allowed in checks:
+        if not ok:
+            yield f"{key} must be {allowed}, got {value!r}"
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+DATA_NEUTRAL_KEYS = ("overlay", "overlay_auto_limit", "overlay_height", "overlay_trail", "download")
+"""Config keys a rerun into the same --out may change: they shape the overlay videos and how files are
+fetched, never an episode's frames, points or tracks. Every other key must match the stored config."""
+
+
+class NameConflict(ValueError):
+    """An episode name is already used by a different source (or clip) in the dataset or the batch."""
+
 
 @dataclass
 class IngestResult:
     name: str
     source: str
     status: str
-    """"written", "skipped" (already in the dataset) or "failed"."""
+    """"written", "skipped" (in the dataset from the same source, or a duplicate input) or "failed"."""
     reason: str = ""
     num_frames: int = 0
     num_points: int = 0
@@ -94,10 +198,75 @@ class IngestResult:
         return self.status == "written"
 
 
-def episode_name_for(video: str | Path) -> str:
-    """A stable episode name from a video's file name (reruns find the same name)."""
-    stem = Path(str(video).split("?")[0]).stem or "video"
-    return re.sub(r"[^A-Za-z0-9_.\-]", "_", stem).lstrip("._-") or "video"
+def stored_identity(root: Path, name: str) -> tuple[str, tuple] | None:
+    """(source, segment) of the stored episode ``name``, or None when there is none."""
+    if not (root / name / "zarr.json").is_file():
+        return None
+    attrs = zarr.open_group(str(root / name), mode="r").attrs
+    return str(attrs.get("source", "")), tuple(attrs.get("segment") or (None, None))
+
+
+def _describe(identity: tuple[str, tuple]) -> str:
+    source, (start, end) = identity
+    return source if (start, end) == (None, None) else f"{source} [{start}, {end}] s"
+
+
+def assign_names(items: list[VideoItem], root: str | Path) -> list[str | IngestResult]:
+    """Per item, in order, its episode name, or the result that replaces ingesting it (duplicate, conflict).
+
+    Given names are reserved first, then each unnamed item takes the first of its :meth:`auto_names` that is
+    free or already holds the same source; reruns therefore land on the same names and skip.
+    """
+    root = Path(root)
+    taken: dict[str, VideoItem] = {}
+    out: list[str | IngestResult | None] = [None] * len(items)
+    order = [i for i, it in enumerate(items) if it.name] + [i for i, it in enumerate(items) if not it.name]
+    for i in order:
+        item = items[i]
+        try:
+            candidates = [check_episode_name(item.name)] if item.name else item.auto_names()
+        except ValueError as err:  # a name set in code, past the manifest's check
+            out[i] = IngestResult(str(item.name), item.video, "failed", reason=str(err))
+            continue
+        out[i] = _pick_name(item, candidates, taken, root)
+        if isinstance(out[i], str):
+            taken[out[i]] = item
+    return out  # type: ignore[return-value]
+
+
+def _pick_name(item: VideoItem, candidates: list[str], taken: dict[str, VideoItem], root: Path):
+    for name in candidates:
+        other = taken.get(name)
+        if other is not None and other.identity == item.identity:
+            return _duplicate(item, other, name)
+    for name in candidates:
+        if name not in taken and stored_identity(root, name) == item.identity:
+            return name  # already written from this source: the worker skips it
+    for name in candidates:
+        if name not in taken and stored_identity(root, name) is None:
+            return name
+    holders = [
+        f"{n!r} holds {_describe(stored_identity(root, n))}"
+        if n not in taken
+        else f"{n!r} is {taken[n].origin}"
+        for n in candidates
+    ]
+    reason = (
+        f"name conflict: {'; '.join(holders)}, not {_describe(item.identity)}: give this input its own name"
+    )
+    return IngestResult(candidates[0], item.video, "failed", reason=reason)
+
+
+def _duplicate(item: VideoItem, other: VideoItem, name: str) -> IngestResult:
+    labels = ("task", "object_prompt", "box")
+    differs = [k for k in labels if getattr(item, k) != getattr(other, k)]
+    if differs:
+        reason = (
+            f"name conflict: same video as {other.origin} (episode {name!r}) but a different "
+            f"{'/'.join(differs)}: give each its own name"
+        )
+        return IngestResult(name, item.video, "failed", reason=reason)
+    return IngestResult(name, item.video, "skipped", reason=f"same video as {other.origin}, ingested once")
 
 
 class Ingestor:
@@ -117,8 +286,8 @@ class Ingestor:
         """One video → one episode. Raises on a bad video (the batch turns that into a 'failed' row)."""
         cfg = self.config
         started = time.perf_counter()
-        name = item.name or episode_name_for(item.video)
-        if self.writer.has(name):
+        name = item.name or _single_name(item, self.writer.root)
+        if self._already_written(name, item):
             return IngestResult(name, item.video, "skipped")
         video = (
             fetch(item.video, self.out_dir / "downloads", cfg.download) if item.is_url else Path(item.video)
@@ -164,7 +333,7 @@ class Ingestor:
             queries=queries,
             task=item.task,
             fps=fps,
-            source=item.video if item.is_url else str(Path(item.video).resolve()),
+            source=item.source,
             frame_indices=indices,
             object_prompt=item.object_prompt,
             bbox=list(box.xyxy),
@@ -174,10 +343,12 @@ class Ingestor:
                 "grounder": cfg.grounder,
                 "box_score": box.score,
                 "video_size": list(info.size),
+                "segment": item.segment,
                 "ingest_config": to_dict(cfg),
             },
         )
-        if not self.writer.write(name, episode):
+        if not self.writer.write(name, episode):  # another process wrote it meanwhile
+            self._already_written(name, item)
             return IngestResult(name, item.video, "skipped")
         overlay_path = None
         if overlay:
@@ -194,6 +365,18 @@ class Ingestor:
             seconds=time.perf_counter() - started,
         )
 
+    def _already_written(self, name: str, item: VideoItem) -> bool:
+        """True when ``name`` holds this item's episode; NameConflict when it holds another source's."""
+        check_episode_name(name)
+        stored = stored_identity(self.writer.root, name)
+        if stored is None:
+            return False
+        if stored != item.identity:
+            raise NameConflict(
+                f"name conflict: episode {name!r} holds {_describe(stored)}, not {_describe(item.identity)}"
+            )
+        return True
+
     def _overlay(self, video, indices, video_size, tracks, visibility, fps, name) -> Path:
         """Re-read the frames at display size (the stored ones are squashed to frame_size) and draw."""
         cfg = self.config
@@ -204,13 +387,38 @@ class Ingestor:
         return write_overlay(path, frames, tracks, visibility, fps, cfg.overlay_trail)
 
 
+def _single_name(item: VideoItem, root: Path) -> str:
+    """The name :func:`assign_names` would give ``item`` alone (for direct :meth:`Ingestor.ingest` calls)."""
+    picked = assign_names([item], root)[0]
+    if isinstance(picked, IngestResult):
+        raise NameConflict(picked.reason)
+    return picked
+
+
 # ----------------------------------------------------------------------------- batches
 _WORKER: Ingestor | None = None
 
 
-def _init_worker(config: IngestConfig, out_dir: str) -> None:
+def _init_worker(config: IngestConfig, out_dir: str, parent: int | None = None) -> None:
     global _WORKER
+    if parent is not None:
+        _exit_with_parent(parent)
     _WORKER = Ingestor(config, out_dir)
+
+
+def _exit_with_parent(parent: int, every_s: float = 0.5) -> None:
+    """In a pool worker: end this process once ``parent`` is gone (killed), instead of running on.
+
+    The pool's task pipe never reports the parent's death (each worker holds its write end too), so a
+    worker would otherwise finish its video and then wait forever.
+    """
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(every_s)
+        os._exit(1)
+
+    threading.Thread(target=watch, name="exit-with-parent", daemon=True).start()
 
 
 def _ingest_one(args: tuple[VideoItem, bool]) -> IngestResult:
@@ -228,28 +436,78 @@ def _ingest_one(args: tuple[VideoItem, bool]) -> IngestResult:
 def ingest_batch(
     items: list[VideoItem], config: IngestConfig, out_dir: str | Path, workers: int = 1, progress: bool = True
 ) -> list[IngestResult]:
-    """Ingest every item (in ``workers`` processes); results come back in input order."""
+    """Ingest every item (in ``workers`` processes); results come back in input order, one per item.
+
+    Raises ConfigError before any work when ``workers`` < 1 or ``out_dir`` holds episodes made with a
+    different config (:func:`check_stored_config`).
+    """
+    if not _is_int(workers) or workers < 1:
+        raise ConfigError(f"workers must be an integer of at least 1, got {workers!r}")
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
+    record = check_stored_config(config, out_dir)
     _init_worker(config, str(out_dir))  # fails here, once, on a bad option or missing weights
-    save_config(config, out_dir / "ingest_config.yaml")
+    if record:
+        save_config(config, out_dir / "ingest_config.yaml")
+    assert _WORKER is not None
+    names = assign_names(items, _WORKER.writer.root)
     overlay = config.overlay if config.overlay is not None else len(items) <= config.overlay_auto_limit
-    jobs = [(item, overlay) for item in items]
-    bar = tqdm(total=len(jobs), desc="ingest", unit="video", disable=not progress)
-    results: list[IngestResult] = []
-    for result in _map(jobs, config, str(out_dir), workers):
-        results.append(result)
+    todo = [i for i, n in enumerate(names) if isinstance(n, str)]
+    jobs = [(replace(items[i], name=names[i]), overlay) for i in todo]
+    results: list[IngestResult | None] = [n if isinstance(n, IngestResult) else None for n in names]
+    bar = tqdm(total=len(items), desc="ingest", unit="video", disable=not progress)
+    bar.update(len(items) - len(jobs))
+    for i, result in zip(todo, _map(jobs, config, str(out_dir), workers), strict=True):
+        results[i] = result
         bar.update()
         bar.set_postfix_str(f"{result.name}: {result.status}")
     bar.close()
-    return results  # imap keeps the input order
+    return results  # type: ignore[return-value]  # imap keeps the input order
+
+
+def check_stored_config(config: IngestConfig, out_dir: Path) -> bool:
+    """Whether ``ingest_config.yaml`` should be (re)written; ConfigError if ``out_dir`` holds other data.
+
+    The record describes the episodes already there, so a rerun with a different value of any key but
+    :data:`DATA_NEUTRAL_KEYS` is refused, naming the keys, and an existing record is never overwritten.
+    With no episodes yet there is nothing to describe and the record is written afresh.
+    """
+    path = out_dir / "ingest_config.yaml"
+    root = out_dir / "dataset.zarr"
+    names = FlowDatasetWriter(root, kind="video").names() if (root / "zarr.json").is_file() else []
+    if not names:
+        return True
+    if path.is_file():
+        try:
+            stored, where = yaml.safe_load(path.read_text()) or {}, str(path)
+        except yaml.YAMLError as err:
+            raise ConfigError(f"{path} is not valid YAML ({err}); it records how {root} was made") from err
+    else:
+        stored = zarr.open_group(str(root / names[0]), mode="r").attrs.get("ingest_config") or {}
+        where = f"episode {names[0]!r} of {root}"
+    if not isinstance(stored, dict):
+        raise ConfigError(f"{where} must hold a mapping of config keys; it records how {root} was made")
+    now = to_dict(config)
+    differ = [
+        f"{k}: {stored[k]!r} there, {now[k]!r} now"
+        for k in now
+        if k in stored and k not in DATA_NEUTRAL_KEYS and stored[k] != now[k]
+    ]
+    if differ:
+        raise ConfigError(
+            f"{out_dir} holds {len(names)} episode(s) ingested with a different config ({where}): "
+            f"{'; '.join(differ)}. Use another --out, or the stored values for these keys"
+        )
+    return not path.is_file()
 
 
 def _map(jobs: list, config: IngestConfig, out_dir: str, workers: int) -> Iterator[IngestResult]:
     if workers <= 1:
         yield from map(_ingest_one, jobs)
         return
-    pool = mp.get_context("spawn").Pool(workers, initializer=_init_worker, initargs=(config, out_dir))
+    pool = mp.get_context("spawn").Pool(
+        workers, initializer=_init_worker, initargs=(config, out_dir, os.getpid())
+    )
     try:
         yield from pool.imap(_ingest_one, jobs)
         pool.close()
@@ -263,7 +521,7 @@ def _map(jobs: list, config: IngestConfig, out_dir: str, workers: int) -> Iterat
 def summary_table(results: list[IngestResult], bad_inputs: list[Any] = ()) -> str:
     lines = [f"{'episode':<28}{'status':<9}{'frames':>7}{'points':>7}{'moving':>8}{'seconds':>9}  note"]
     for r in results:
-        note = r.reason if r.status == "failed" else (r.overlay or "")
+        note = r.reason or r.overlay or ""
         lines.append(
             f"{r.name[:27]:<28}{r.status:<9}{r.num_frames:>7}{r.num_points:>7}"
             f"{r.moving_fraction:>8.0%}{r.seconds:>9.1f}  {note}"
