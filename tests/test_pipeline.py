@@ -114,3 +114,24 @@ def test_evaluation_columns_run_side_by_side_and_resume_from_their_episode_logs(
     again = Pipeline(config, run, progress=False).run(until="evaluate")
     assert again["evaluate"]["success_rate"] == records["evaluate"]["success_rate"]
     assert log.read_text().splitlines()[0] == kept[0] and len(log.read_text().splitlines()) == 2
+
+
+def test_release_script_copies_the_run_models_with_cards_that_state_their_files(finished, tmp_path):
+    import hashlib
+    import sys
+    from pathlib import Path
+
+    import yaml
+
+    pipeline, _ = finished
+    script = Path(__file__).resolve().parents[1] / "scripts" / "release_models.py"
+    args = [sys.executable, str(script), "--run", str(pipeline.out), "--out", str(tmp_path / "models")]
+    done = subprocess.run(args, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    for name in ("policy-full", "generator-full"):
+        folder = tmp_path / "models" / name
+        card = (folder / "README.md").read_text()
+        facts = yaml.safe_load(card.split("---\n")[1])
+        weights = (folder / "model.safetensors").read_bytes()
+        assert facts["sha256"] == hashlib.sha256(weights).hexdigest() and facts["bytes"] == len(weights)
+        assert "| pick_place |" in card and "90 %" in card  # the measured table beside the reference
