@@ -167,7 +167,6 @@ class Pipeline:
         started = time.perf_counter()
         results = ingest_batch(items, cfg, folder, workers=c.workers, progress=self.progress)
         write_summary(folder, results, [], time.perf_counter() - started)
-        save_config(cfg, folder / "ingest_config.yaml")
         failed = [r.name for r in results if r.status == "failed"]
         moving = [r.moving_fraction for r in results if r.status != "failed"]
         return {
