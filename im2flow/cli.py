@@ -9,7 +9,7 @@ import numpy as np
 import typer
 
 from im2flow2act.core.checkpoint import CheckpointError
-from im2flow2act.core.config import ConfigError, load_config
+from im2flow2act.core.config import ConfigError, check_out_folder, check_range, load_config
 from im2flow2act.core.presets import resolve_preset
 from im2flow2act.core.registry import UnknownComponentError
 from im2flow2act.core.run_log import RunFolderError
@@ -60,6 +60,7 @@ def train(
 
     try:
         cfg = load_config(FlowTrainConfig, config and resolve_preset("im2flow", config), overrides or [])
+        check_out_folder(out)
         trainer = FlowTrainer(cfg, out)
     except ERRORS as err:
         _fail(err)
@@ -94,9 +95,11 @@ def sample(
     from im2flow2act.preprocessing.tracks import grid_in_box
 
     try:  # the inputs are checked before the model's heavy imports, so a wrong one fails at once
+        check_range("--samples/-k", num_samples, low=1)
         frame = first_frame(image)
         found = object_box(frame, box, grounder, prompt or task)
         folder = resolve_folder(generator, "flow_generator")
+        check_out_folder(out)
     except ERRORS as err:
         _fail(err)
     from im2flow2act.im2flow.generator import load_generator
@@ -130,6 +133,7 @@ def evaluate_flow(
 
     try:
         cfg = load_config(FlowEvalConfig, config and resolve_preset("im2flow", config), overrides or [])
+        check_out_folder(out)
         summary = evaluate(cfg, out)
     except ERRORS as err:
         _fail(err)

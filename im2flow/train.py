@@ -26,6 +26,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset, default_collate
 
 from im2flow2act.core.checkpoint import CheckpointError, load_training_state, save_training_state
+from im2flow2act.core.config import ConfigError, check_range
 from im2flow2act.core.optimization import (
     Optimization,
     OptimizationConfig,
@@ -67,6 +68,12 @@ class FlowTrainConfig(OptimizationConfig):
     workers: int = 0
     """DataLoader worker processes gathering the batches (0: in the training process)."""
 
+    def __post_init__(self) -> None:
+        """Values that would fail deep in a run (or make it train on nothing) fail when the config is read."""
+        check_range("workers", self.workers, low=0)
+        check_range("held_out_per_task", self.held_out_per_task, low=0)
+        check_range("batch_size", self.batch_size, low=1)
+
     def clip_config(self) -> ClipConfig:
         return ClipConfig(self.generator.flow, self.tracker, self.tracker_args, self.held_out_per_task)
 
@@ -76,7 +83,22 @@ def load_clips(config: FlowTrainConfig, out_dir: Path, progress: bool = True) ->
     clips, problems = build_clips(config.data, config.clip_config(), out_dir / "clips.npz", progress)
     for problem in problems:
         print(f"skipped {problem}")
-    return clips.split(config.held_out_per_task)
+    train, held_out = clips.split(config.held_out_per_task)
+    if len(train) == 0:
+        raise ConfigError(_nothing_to_train(clips.tasks, config))
+    return train, held_out
+
+
+def _nothing_to_train(tasks: list[str], config: FlowTrainConfig) -> str:
+    """Why the training split is empty: how many episodes each instruction has, how many are held out."""
+    counts = {task: tasks.count(task) for task in dict.fromkeys(tasks)}
+    per_task = ", ".join(f"{task!r}: {n}" for task, n in counts.items())
+    most = max(counts.values(), default=0)
+    fix = f"set held_out_per_task to at most {most - 1}, or add episodes" if most > 1 else "add episodes"
+    return (
+        f"no training clips in {', '.join(config.data)}: {len(tasks)} episode(s) ({per_task}) and "
+        f"held_out_per_task={config.held_out_per_task} holds all {len(tasks)} out; {fix}"
+    )
 
 
 class StepClips(Dataset):

@@ -4,24 +4,28 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from im2flow2act.core.checkpoint import CheckpointError
-from im2flow2act.core.config import ConfigError, load_config
+from im2flow2act.core.config import ConfigError, check_out_folder, check_range, load_config, replace_checked
 from im2flow2act.core.presets import resolve_preset
 from im2flow2act.core.registry import UnknownComponentError
 from im2flow2act.core.run_log import RunFolderError
 from im2flow2act.policies.sim.generate import (
     GenerateConfig,
     Mode,
+    check_image_size,
     format_summary,
     generate,
     render_initial_scene,
 )
 from im2flow2act.policies.sim.tasks import TASKS
 from im2flow2act.preprocessing.dataset import DatasetError
+
+if TYPE_CHECKING:  # the pipeline imports every stage: the CLI's --help should not wait for it
+    from im2flow2act.policies.pipeline import PipelineConfig
 
 RUN_ERRORS = (CheckpointError, RunFolderError)
 """What a training run or a model load refuses with a clear message (a red error line, exit code 2)."""
@@ -46,14 +50,15 @@ OverridesArg = Annotated[
 
 def _run(mode: Mode, task, episodes, workers, out, videos, seed, config, overrides) -> None:
     try:
+        check_range("--episodes", episodes, low=1)
+        check_range("--workers", workers, low=1)
         cfg = load_config(GenerateConfig, config and resolve_preset("sim", config), overrides or [])
-        if task:
-            cfg.tasks = list(task)
-        cfg.episodes, cfg.workers, cfg.videos, cfg.seed = episodes, workers, videos, seed
+        options = {"episodes": episodes, "workers": workers, "videos": videos, "seed": seed}
+        cfg = replace_checked(cfg, **options, **({"tasks": list(task)} if task else {}))
+        check_out_folder(out)
         summary = generate(mode, out, cfg)
     except (ConfigError, UnknownComponentError, DatasetError) as err:
-        typer.secho(f"error: {err}", fg=typer.colors.RED, err=True)
-        raise typer.Exit(code=2) from err
+        _fail(err)
     typer.echo(format_summary(summary))
     typer.echo(f"→ {out / 'dataset.zarr'}, {out / 'summary.json'}")
     if any(row["failed"] for row in summary["tasks"].values()):
@@ -107,11 +112,12 @@ def show(
     from PIL import Image
 
     try:
+        if out.is_dir():
+            raise ConfigError(f"--out {out} is a folder, not a PNG file to write")
+        check_out_folder(out.parent, "--out's folder")
         image = render_initial_scene(task, seed, embodiment)
-    except UnknownComponentError as err:
-        typer.secho(f"error: {err}", fg=typer.colors.RED, err=True)
-        raise typer.Exit(code=2) from err
-    out.parent.mkdir(parents=True, exist_ok=True)
+    except (ConfigError, UnknownComponentError) as err:
+        _fail(err)
     Image.fromarray(image).save(out)
     typer.echo(f"{task} seed {seed}: {out}")
 
@@ -138,15 +144,15 @@ def train(
 
     try:
         cfg = load_config(TrainConfig, config and resolve_preset("policy", config), overrides or [])
+        check_range("workers", cfg.workers, low=0)  # DataLoader workers; 0 cuts windows in this process
+        check_out_folder(out)
         trainer = Trainer(cfg, out)
     except (ConfigError, DatasetError, ValueError) as err:
-        typer.secho(f"error: {err}", fg=typer.colors.RED, err=True)
-        raise typer.Exit(code=2) from err
+        _fail(err)
     try:
         last = trainer.fit()
     except RUN_ERRORS as err:
-        typer.secho(f"error: {err}", fg=typer.colors.RED, err=True)
-        raise typer.Exit(code=2) from err
+        _fail(err)
     typer.echo(f"step {trainer.step}: loss {last.get('loss', float('nan')):.4f} → {out / EXPORT}")
 
 
@@ -163,6 +169,7 @@ def evaluate_policy(
 
     try:
         cfg = load_config(EvalConfig, config and resolve_preset("policy", config), overrides or [])
+        check_out_folder(out)
         summary = evaluate(cfg, out)
     except (
         ConfigError,
@@ -172,8 +179,7 @@ def evaluate_policy(
         FileNotFoundError,
         ValueError,
     ) as err:
-        typer.secho(f"error: {err}", fg=typer.colors.RED, err=True)
-        raise typer.Exit(code=2) from err
+        _fail(err)
     typer.echo((out / f"summary_{cfg.plan_source}_{cfg.tracker}.md").read_text())
     typer.echo(json.dumps(summary["tasks"]))
 
@@ -200,13 +206,37 @@ def run_pipeline(
         if until is not None and until not in STAGES:
             raise ConfigError(f"--until must be one of {', '.join(STAGES)}, got {until!r}")
         cfg = load_config(PipelineConfig, resolve_preset("pipeline", preset), overrides or [])
-        pipeline = Pipeline(cfg, out or Path("outputs/pipeline") / cfg.name)
-    except (ConfigError, UnknownComponentError) as err:
-        typer.secho(f"error: {err}", fg=typer.colors.RED, err=True)
-        raise typer.Exit(code=2) from err
-    records = pipeline.run(until)
+        _check_pipeline(cfg, STAGES[: STAGES.index(until) + 1] if until else STAGES)
+        folder = check_out_folder(out or Path("outputs/pipeline") / cfg.name)
+        pipeline = Pipeline(cfg, folder)
+    except (ConfigError, UnknownComponentError, ValueError) as err:
+        _fail(err)
+    try:
+        records = pipeline.run(until)
+    except (ConfigError, UnknownComponentError, DatasetError, *RUN_ERRORS) as err:
+        _fail(err)
     if "report" in records:
         typer.echo(f"report: {pipeline.folder('report') / 'report.html'} (and report.md)")
+
+
+def _check_pipeline(cfg: PipelineConfig, stages: tuple[str, ...]) -> None:
+    """What the stages to run would otherwise refuse only when they start (or crash on), checked up front."""
+    check_range("workers", cfg.workers, low=1)
+    check_image_size(cfg.image_size)
+    check_range("policy.workers", cfg.policy.workers, low=0)
+    for key, low in (("demos", 1), ("play", 1), ("eval_episodes", 0), ("expert_episodes", 0)):
+        check_range(key, getattr(cfg, key), low=low)
+    if "im2flow" in stages and cfg.demos <= cfg.eval_episodes:
+        raise ConfigError(
+            f"demos={cfg.demos} with eval_episodes={cfg.eval_episodes} leaves no demonstration per task to "
+            f"train im2flow on: demos must exceed eval_episodes"
+        )
+
+
+def _fail(err: Exception) -> None:
+    """A refused input: one red line on stderr and exit code 2 (no traceback)."""
+    typer.secho(f"error: {err}", fg=typer.colors.RED, err=True)
+    raise typer.Exit(code=2) from err
 
 
 def register(app: typer.Typer) -> None:

@@ -25,7 +25,7 @@ import torch
 from torch.utils.data import Dataset
 
 from im2flow2act.policies.sim.scene import camera_from_attrs
-from im2flow2act.preprocessing.dataset import FlowDataset
+from im2flow2act.preprocessing.dataset import DatasetError, FlowDataset
 from im2flow2act.preprocessing.tracks import resample_tracks
 
 
@@ -58,33 +58,57 @@ def _flow(tracks: np.ndarray, visibility: np.ndarray, frames: int) -> np.ndarray
     return np.concatenate([resampled, vis[..., None].astype(np.float32)], axis=-1)
 
 
+PLAY_ARRAYS = {
+    "action": "the actions the policy learns",
+    "proprio": "the proprioception the policy observes",
+    "depth": "the points are lifted to 3-D from the first frame's depth",
+    "moving": "it says which points move (the object points)",
+    "robot": "it says which points lie on the robot (never object points)",
+}
+"""What policy training reads from a play episode, and why: a missing one is never silently defaulted."""
+CAMERA_ATTRS = ("camera_intrinsics", "camera_position", "camera_rotation")
+
+
+def check_play_episode(view) -> None:
+    """Refuse an episode that lacks what training needs, naming the dataset, the episode and the array."""
+    keys = set(view.keys())
+    for key, why in PLAY_ARRAYS.items():
+        if key not in keys:
+            raise DatasetError(
+                view.path,
+                f"play episode {view.name!r} has no {key!r} array ({why}); policy training needs play "
+                f"recorded by `im2flow2act sim play`, which stores {', '.join(PLAY_ARRAYS)}",
+            )
+    missing = [key for key in CAMERA_ATTRS if key not in view.attrs]
+    if missing:
+        raise DatasetError(
+            view.path,
+            f"play episode {view.name!r} has no {', '.join(missing)} attribute(s) (the recording camera, "
+            f"needed to lift the points to 3-D); record play with `im2flow2act sim play`",
+        )
+
+
 def load_play_episode(view, plan_frames: int) -> _PlayEpisode:
     """Everything a window needs from one stored play episode, in memory."""
+    check_play_episode(view)
     tracks, visibility = view.tracks, view.visibility
-    keys = set(view.keys())
-    moving = view.array("moving") if "moving" in keys else np.ones(tracks.shape[1], bool)
-    robot = view.array("robot") if "robot" in keys else np.zeros(tracks.shape[1], bool)
+    moving, robot = view.array("moving").astype(bool), view.array("robot").astype(bool)
     chosen = np.flatnonzero(moving & ~robot)
     if len(chosen) == 0:  # nothing moved in this episode: every object point is a valid (static) target
         chosen = np.flatnonzero(~robot)
-    depth = view.array("depth", 0).astype(np.float32) if "depth" in keys else None
+    depth = view.array("depth", 0).astype(np.float32)
     plan = _flow(tracks, visibility, plan_frames)
-    if depth is not None and "camera_intrinsics" in view.attrs:
-        camera = camera_from_attrs(view.attrs, view.frame_size)
-        points_3d = camera.lift(tracks[0], depth).astype(np.float32)
-        end_3d = camera.lift(plan[-1, :, :2], depth).astype(np.float32)
-    else:
-        points_3d = end_3d = np.zeros((tracks.shape[1], 3), np.float32)
+    camera = camera_from_attrs(view.attrs, view.frame_size)
     return _PlayEpisode(
         name=view.name,
         tracks=tracks,
         visibility=visibility,
         object_points=chosen,
-        points_3d=points_3d,
+        points_3d=camera.lift(tracks[0], depth).astype(np.float32),
         action=view.array("action").astype(np.float32),
         proprio=view.array("proprio").astype(np.float32),
         plan=plan,
-        end_3d=end_3d,
+        end_3d=camera.lift(plan[-1, :, :2], depth).astype(np.float32),
     )
 
 

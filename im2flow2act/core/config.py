@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import os
+import tempfile
 import types
 import typing
 from collections.abc import Sequence
@@ -74,6 +76,47 @@ def from_dict(cls: type[C], data: dict[str, Any], where: str = "config") -> C:
         return cls(**kwargs)
     except (TypeError, ValueError) as err:
         raise ConfigError(f"{where}: invalid {cls.__name__}: {err}") from err
+
+
+def check_range(key: str, value: Any, low: float | None = None, high: float | None = None) -> None:
+    """Refuse a number outside [low, high], naming the key (or the ``--option``) as typed, the value and
+    the range, so a bad value fails when read, not deep in a run (``from_dict`` adds the config's name)."""
+    if (low is None or value >= low) and (high is None or value <= high):
+        return
+    if high is None:
+        allowed = f"at least {low}"
+    elif low is None:
+        allowed = f"at most {high}"
+    else:
+        allowed = f"between {low} and {high}"
+    given = f"{key} {value!r}" if key.startswith("-") else f"{key}={value!r}"
+    raise ConfigError(f"{given} is out of range: {allowed}")
+
+
+def replace_checked(cfg: C, **changes: Any) -> C:
+    """``dataclasses.replace`` that checks the new values as reading them would (``__post_init__``)."""
+    try:
+        return dataclasses.replace(cfg, **changes)  # type: ignore[type-var]
+    except (TypeError, ValueError) as err:
+        raise ConfigError(f"invalid {type(cfg).__name__}: {err}") from err
+
+
+def check_out_folder(path: str | Path, option: str = "--out") -> Path:
+    """Create the output folder ``path`` and prove it writable now: an existing file or a read-only place
+    fails before any work, naming the option, instead of as an ``OSError`` traceback midway."""
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise ConfigError(f"{option} {path} is an existing file, not a folder: give a folder to write into")
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(dir=path, prefix=".write-check-")
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as err:
+        raise ConfigError(
+            f"{option} {path} cannot be written ({err.strerror or err}): give a folder you can write to"
+        ) from err
+    return path
 
 
 def to_dict(cfg: Any) -> dict[str, Any]:

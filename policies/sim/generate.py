@@ -1,26 +1,29 @@
 """Generate sim datasets: sphere-agent demonstrations, robot play, scripted-expert rollouts.
 
 One job = one (task, seed) episode. Jobs run in a pool of worker processes that each keep one
-environment per task; every episode is written atomically, so a rerun skips what exists and an
-interrupted run loses at most the episodes in flight. A failing episode is reported in the summary and
-never stops the batch.
+environment per task and end with their parent (even one killed with -9); every episode is written
+atomically, so a rerun skips what exists and an interrupted run loses at most the episodes in flight.
+A failing episode is reported in the summary and never stops the batch.
 """
 
 from __future__ import annotations
 
 import json
 import multiprocessing as mp
+import os
+import threading
 import time
 import traceback
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
+from multiprocessing.connection import wait
 from pathlib import Path
 from typing import Literal
 
 import numpy as np
 from tqdm import tqdm
 
-from im2flow2act.core.config import save_config
+from im2flow2act.core.config import ConfigError, check_range, save_config
 from im2flow2act.policies.sim.agents import DEFAULT_PLAY_MIX, PlayStyle, check_play_mix, follow, play_actions
 from im2flow2act.policies.sim.env import SimEnv
 from im2flow2act.policies.sim.record import RecordConfig, record
@@ -34,6 +37,17 @@ KIND = {"demos": "sim_demo", "play": "play", "expert": "sim_demo"}
 EMBODIMENT = {"demos": "sphere", "play": "robot", "expert": "robot"}
 PLAY_TASK = "play"
 PLAY_SEED_BASE = 1_000_000
+IMAGE_SIDE = (16, 4096)
+"""Pixels a rendered side may have: below 16 a frame shows no object to track, and a side of 0 has no
+OpenGL framebuffer at all."""
+
+
+def check_image_size(size: Sequence[int], key: str = "image_size") -> None:
+    """(width, height), each within ``IMAGE_SIDE``; the error names the key and the range."""
+    if len(size) != 2 or not all(IMAGE_SIDE[0] <= int(side) <= IMAGE_SIDE[1] for side in size):
+        raise ConfigError(
+            f"{key}={list(size)}: (width, height) in pixels, each between {IMAGE_SIDE[0]} and {IMAGE_SIDE[1]}"
+        )
 
 
 @dataclass
@@ -67,6 +81,10 @@ class GenerateConfig:
 
     def __post_init__(self) -> None:
         check_play_mix(self.play_mix)  # a bad mix fails when the config is read, before anything is written
+        check_range("episodes", self.episodes, low=0)
+        check_range("workers", self.workers, low=1)
+        check_range("play_primitives", self.play_primitives, low=1)
+        check_image_size(self.image_size)
         for name in ("play_place_on", "play_hold"):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise ValueError(f"{name} {getattr(self, name)}: a probability, between 0 and 1")
@@ -168,7 +186,7 @@ def _map(jobs: list, workers: int) -> Iterator[JobResult]:
     if workers <= 1:
         yield from map(_run_job, jobs)
         return
-    pool = mp.get_context("spawn").Pool(workers)
+    pool = mp.get_context("spawn").Pool(workers, initializer=_exit_with_parent)
     try:
         yield from pool.imap_unordered(_run_job, jobs)
         pool.close()  # all done: let the workers exit on their own
@@ -177,6 +195,20 @@ def _map(jobs: list, workers: int) -> Iterator[JobResult]:
         raise
     finally:
         pool.join()
+
+
+def _exit_with_parent() -> None:
+    """Pool initializer: a worker ends the moment its parent does (killed with -9 too), instead of
+    finishing its episode for nobody; the episode in flight is a hidden temporary the next run removes."""
+    parent = mp.parent_process()
+    if parent is None:
+        return
+
+    def watch() -> None:
+        wait([parent.sentinel])  # readable once the parent's end of the pipe is gone
+        os._exit(1)
+
+    threading.Thread(target=watch, name="exit-with-parent", daemon=True).start()
 
 
 def summarise(mode: str, results: list[JobResult], wall: float, workers: int) -> dict:

@@ -1,12 +1,13 @@
 """Policy training windows over real recorded play, and the normaliser."""
 
 import numpy as np
+import pytest
 import torch
 
 from im2flow2act.policies.data import PlayWindows, WindowConfig
 from im2flow2act.policies.normalizer import Normalizer
 from im2flow2act.policies.sim.scene import camera_from_attrs
-from im2flow2act.preprocessing.dataset import FlowDataset
+from im2flow2act.preprocessing.dataset import DatasetError, FlowDataset, FlowDatasetWriter
 
 
 def test_windows_cover_every_step_with_padding_at_the_ends(play_root):
@@ -70,3 +71,24 @@ def test_normalizer_round_trip_and_constant_dimensions():
     restored = Normalizer({"action": 3})
     restored.load_state_dict(norm.state_dict())
     assert torch.allclose(restored.normalize("action", values), scaled)
+
+
+def play_without(play_root, folder, missing: str):
+    """A copy of the first recorded play episode, written by the project's writer, lacking ``missing``
+    (an array, or a camera attribute). Returns (store, episode name)."""
+    view = FlowDataset(play_root)[0]
+    episode = view.load()
+    (episode.attrs if missing.startswith("camera_") else episode.arrays).pop(missing)
+    root = folder / f"without_{missing}.zarr"
+    FlowDatasetWriter(root, kind="play").write(view.name, episode)
+    return root, view.name
+
+
+@pytest.mark.parametrize("missing", ["depth", "moving", "robot", "action", "proprio", "camera_intrinsics"])
+def test_play_lacking_what_training_reads_is_refused_by_name(play_root, tmp_path, missing):
+    """Before: no depth trained on zero 3-D points, no moving/robot mask was silently defaulted."""
+    root, name = play_without(play_root, tmp_path, missing)
+    with pytest.raises(DatasetError) as err:
+        PlayWindows(root, WindowConfig(num_points=16, plan_frames=8))
+    message = str(err.value)
+    assert str(root) in message and repr(name) in message and missing in message, message
