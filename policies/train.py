@@ -25,6 +25,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from im2flow2act.core.checkpoint import CheckpointError, load_training_state, save_training_state
+from im2flow2act.core.config import check_range
 from im2flow2act.core.optimization import (
     Optimization,
     OptimizationConfig,
@@ -61,6 +62,8 @@ class TrainConfig(OptimizationConfig):
 
     def __post_init__(self) -> None:
         """The windows must be cut the way the policy reads them; a mismatch fails when the config is read."""
+        check_range("workers", self.workers, low=0)
+        check_range("batch_size", self.batch_size, low=1)
         if self.export_dtype not in EXPORT_DTYPES:
             raise ValueError(f"export_dtype {self.export_dtype!r}: one of {', '.join(EXPORT_DTYPES)}")
         for key in ("plan_frames", "obs_horizon", "pred_horizon"):

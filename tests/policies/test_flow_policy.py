@@ -470,3 +470,12 @@ def test_a_half_precision_export_is_half_the_size_and_acts_the_same(windows, tmp
     assert torch.allclose(a, b, atol=2e-2)
     with pytest.raises(ValueError, match="export_dtype"):
         TrainConfig(export_dtype="int8")
+
+
+def test_train_config_refuses_out_of_range_values_when_built():
+    from im2flow2act.core.config import ConfigError
+    from im2flow2act.policies.train import TrainConfig
+
+    for key, value in (("workers", -1), ("batch_size", 0)):
+        with pytest.raises(ConfigError, match=f"{key}={value} is out of range"):
+            TrainConfig(**{key: value})
