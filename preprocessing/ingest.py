@@ -7,6 +7,10 @@ bad video. Models (grounder, segmenter, tracker) are built once per worker proce
 Every item gets its own episode name before any work (:func:`assign_names`), and an episode that exists is
 "already done" only when it was made from the same source (and clip); anything else is a conflict reported
 for that item. An ``--out`` folder keeps one config (:func:`check_stored_config`).
+
+Frames are read with :func:`~im2flow2act.preprocessing.video.decode_video` under ``IngestConfig.decode``:
+a video under two frames fails, a long one is subsampled to a cap and a truncated one is kept but flagged,
+in the episode's attrs and in the summary's note column.
 """
 
 from __future__ import annotations
@@ -18,7 +22,7 @@ import threading
 import time
 import traceback
 from collections.abc import Iterator
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field, fields, is_dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -29,7 +33,7 @@ from tqdm import tqdm
 
 from im2flow2act.core.config import ConfigError, save_config, to_dict
 from im2flow2act.preprocessing.dataset import Episode, FlowDatasetWriter
-from im2flow2act.preprocessing.download import DownloadConfig, fetch
+from im2flow2act.preprocessing.download import DownloadConfig, fetch, forget
 from im2flow2act.preprocessing.grounding import GROUNDERS, Box
 from im2flow2act.preprocessing.segmentation import SEGMENTERS
 from im2flow2act.preprocessing.sources import VideoItem, check_episode_name, episode_name_for
@@ -41,7 +45,16 @@ from im2flow2act.preprocessing.tracks import (
     moving_mask,
     resample_tracks,
 )
-from im2flow2act.preprocessing.video import frame_indices, iter_video, probe_video
+from im2flow2act.preprocessing.video import (
+    DecodeConfig,
+    DecodedVideo,
+    VideoError,
+    VideoInfo,
+    decode_video,
+    frame_indices,
+    iter_video,
+    probe_video,
+)
 from im2flow2act.preprocessing.visualize import write_overlay
 
 
@@ -71,7 +84,7 @@ class IngestConfig:
     stride: int = 1
     """Keep every stride-th frame."""
     max_frames: int | None = None
-    """Stop after this many kept frames (None = no limit)."""
+    """Stop after this many kept frames (None = no limit; decode.max_frames still caps a long video)."""
     video_backend: str = "auto"
     overlay: bool | None = None
     """Write an overlay mp4 per episode; None = only for small batches (≤ overlay_auto_limit videos)."""
@@ -80,6 +93,9 @@ class IngestConfig:
     """Overlay videos are drawn on frames of this height at the video's own aspect ratio."""
     overlay_trail: int = 8
     download: DownloadConfig = field(default_factory=DownloadConfig)
+    decode: DecodeConfig = field(default_factory=DecodeConfig)
+    """Limits on reading a video: min_frames (2), max_frames held in memory (1024, subsampled beyond),
+    on_truncated (flag | error)."""
 
     def __post_init__(self) -> None:
         """Out-of-range values fail when the config is read, naming the key, not per video deep inside."""
@@ -164,6 +180,9 @@ def _config_problems(c: IngestConfig) -> Iterator[str]:
     for key, value, ok, allowed in checks:
         if not ok:
             yield f"{key} must be {allowed}, got {value!r}"
+    least = c.decode.min_frames
+    if _is_int(c.max_frames) and c.max_frames >= 2 and _is_int(least) and c.max_frames < least:
+        yield f"max_frames must be at least decode.min_frames ({least}), got {c.max_frames}"
 
 
 def _is_int(value: Any) -> bool:
@@ -192,6 +211,8 @@ class IngestResult:
     box: list[float] | None = None
     overlay: str | None = None
     seconds: float = 0.0
+    notes: list[str] = field(default_factory=list)
+    """What the read noticed about a written video (truncated, subsampled to the frame cap)."""
 
     @property
     def written(self) -> bool:
@@ -292,21 +313,8 @@ class Ingestor:
         video = (
             fetch(item.video, self.out_dir / "downloads", cfg.download) if item.is_url else Path(item.video)
         )
-        info = probe_video(video)
-        start = cfg.start if item.start is None else item.start
-        end = cfg.end if item.end is None else item.end
-        indices = frame_indices(
-            info.num_frames,
-            int(round(start * info.fps)),
-            None if end is None else int(round(end * info.fps)),
-            cfg.stride,
-        )
-        if cfg.max_frames is not None:
-            indices = indices[: cfg.max_frames]
-        frames = np.stack(
-            list(iter_video(video, indices, size=cfg.frame_size, backend=cfg.video_backend, info=info))
-        )
-        indices = indices[: len(frames)]
+        d = self._decode(item, video)
+        frames, indices, info = d.frames, d.indices, d.info
 
         given = Box(tuple(box_to_normalized(item.box, info.size).tolist())) if item.box is not None else None
         box = self.grounder.ground(frames, item.object_prompt, given)[0]
@@ -325,7 +333,7 @@ class Ingestor:
             )
         if mask is not None:
             arrays["object_mask"] = mask
-        fps = info.fps / cfg.stride
+        fps = d.fps  # the kept frames' rate: the stride and any subsampling to the frame cap
         episode = Episode(
             frames=frames,
             tracks=tracks,
@@ -345,6 +353,7 @@ class Ingestor:
                 "video_size": list(info.size),
                 "segment": item.segment,
                 "ingest_config": to_dict(cfg),
+                **d.attrs(),
             },
         )
         if not self.writer.write(name, episode):  # another process wrote it meanwhile
@@ -363,7 +372,23 @@ class Ingestor:
             box=list(box.xyxy),
             overlay=overlay_path,
             seconds=time.perf_counter() - started,
+            notes=list(d.notes),
         )
+
+    def _decode(self, item: VideoItem, video: Path) -> DecodedVideo:
+        """The item's frames under ``config.decode``; a download that fails to decode is dropped from the
+        cache, so the next run fetches it again instead of failing on the same bytes."""
+        cfg = self.config
+        try:
+            info = probe_video(video)
+            indices = _clip_indices(item, info, cfg)
+            return decode_video(
+                video, indices, size=cfg.frame_size, backend=cfg.video_backend, config=cfg.decode, info=info
+            )
+        except VideoError:
+            if item.is_url:
+                forget(item.video, self.out_dir / "downloads")
+            raise
 
     def _already_written(self, name: str, item: VideoItem) -> bool:
         """True when ``name`` holds this item's episode; NameConflict when it holds another source's."""
@@ -385,6 +410,19 @@ class Ingestor:
         frames = np.stack(list(iter_video(video, indices, size=(width, height), backend=cfg.video_backend)))
         path = self.out_dir / "overlays" / f"{name}.mp4"
         return write_overlay(path, frames, tracks, visibility, fps, cfg.overlay_trail)
+
+
+def _clip_indices(item: VideoItem, info: VideoInfo, cfg: IngestConfig) -> np.ndarray:
+    """Source frame indices of the item's clip: its (or the config's) start/end, stride and max_frames."""
+    start = cfg.start if item.start is None else item.start
+    end = cfg.end if item.end is None else item.end
+    indices = frame_indices(
+        info.num_frames,
+        int(round(start * info.fps)),
+        None if end is None else int(round(end * info.fps)),
+        cfg.stride,
+    )
+    return indices if cfg.max_frames is None else indices[: cfg.max_frames]
 
 
 def _single_name(item: VideoItem, root: Path) -> str:
@@ -487,18 +525,37 @@ def check_stored_config(config: IngestConfig, out_dir: Path) -> bool:
         where = f"episode {names[0]!r} of {root}"
     if not isinstance(stored, dict):
         raise ConfigError(f"{where} must hold a mapping of config keys; it records how {root} was made")
-    now = to_dict(config)
-    differ = [
-        f"{k}: {stored[k]!r} there, {now[k]!r} now"
-        for k in now
-        if k in stored and k not in DATA_NEUTRAL_KEYS and stored[k] != now[k]
-    ]
+    differ = config_differences(stored, config)
     if differ:
         raise ConfigError(
             f"{out_dir} holds {len(names)} episode(s) ingested with a different config ({where}): "
             f"{'; '.join(differ)}. Use another --out, or the stored values for these keys"
         )
     return not path.is_file()
+
+
+def config_differences(stored: dict[str, Any], config: IngestConfig) -> list[str]:
+    """``key: stored there, current now`` for each data key that differs, nested sections by their own keys.
+
+    A key the record lacks (written before the key existed, e.g. ``decode``) counts as its default, so an
+    old record matches a current default config and still differs from a changed one.
+    """
+    defaults = to_dict(IngestConfig())
+    now = to_dict(config)
+    sections = {f.name for f in fields(IngestConfig) if is_dataclass(f.default_factory)}
+    differ = []
+    for key, value in now.items():
+        if key in DATA_NEUTRAL_KEYS:
+            continue
+        was = stored.get(key, defaults[key])
+        if key in sections and isinstance(was, dict):
+            was = {**defaults[key], **was}
+            differ += [
+                f"{key}.{k}: {was.get(k)!r} there, {v!r} now" for k, v in value.items() if was.get(k) != v
+            ]
+        elif was != value:
+            differ.append(f"{key}: {was!r} there, {value!r} now")
+    return differ
 
 
 def _map(jobs: list, config: IngestConfig, out_dir: str, workers: int) -> Iterator[IngestResult]:
@@ -521,7 +578,7 @@ def _map(jobs: list, config: IngestConfig, out_dir: str, workers: int) -> Iterat
 def summary_table(results: list[IngestResult], bad_inputs: list[Any] = ()) -> str:
     lines = [f"{'episode':<28}{'status':<9}{'frames':>7}{'points':>7}{'moving':>8}{'seconds':>9}  note"]
     for r in results:
-        note = r.reason or r.overlay or ""
+        note = "; ".join(text for text in (r.reason, *r.notes, r.overlay) if text)
         lines.append(
             f"{r.name[:27]:<28}{r.status:<9}{r.num_frames:>7}{r.num_points:>7}"
             f"{r.moving_fraction:>8.0%}{r.seconds:>9.1f}  {note}"
@@ -532,7 +589,9 @@ def summary_table(results: list[IngestResult], bad_inputs: list[Any] = ()) -> st
     failed = sum(r.status == "failed" for r in results) + len(bad_inputs)
     skipped = sum(r.status == "skipped" for r in results)
     frames = sum(r.num_frames for r in results)
-    lines.append(f"{done} written, {skipped} skipped, {failed} failed; {frames} frames")
+    noted = sum(bool(r.notes) for r in results)
+    flagged = f"; {noted} with decode notes (truncated or subsampled: see note)" if noted else ""
+    lines.append(f"{done} written, {skipped} skipped, {failed} failed; {frames} frames{flagged}")
     return "\n".join(lines)
 
 
@@ -547,6 +606,7 @@ def write_summary(
         "skipped": sum(r.status == "skipped" for r in results),
         "failed": sum(r.status == "failed" for r in results) + len(bad_inputs),
         "frames": sum(r.num_frames for r in results),
+        "with_notes": sum(bool(r.notes) for r in results),
         "episodes": [asdict(r) for r in results],
         "bad_inputs": [{"source": b.source, "reason": b.reason} for b in bad_inputs],
     }

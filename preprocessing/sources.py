@@ -17,11 +17,15 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from im2flow2act.preprocessing.download import unsupported_scheme
+
 VIDEO_SUFFIXES = (".mp4", ".mov", ".mkv", ".avi", ".webm", ".m4v", ".mpg", ".mpeg", ".gif")
 MANIFEST_SUFFIXES = (".csv", ".jsonl")
 MANIFEST_COLUMNS = ("video", "task", "object_prompt", "box", "start", "end", "name")
 EPISODE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$")
 """The flow-dataset writer's rule for an episode's folder name (no separators, no leading dot)."""
+URL_LIKE = re.compile(r"^[A-Za-z][A-Za-z0-9+.\-]+://")
+"""Text that is a URL of some scheme; only http(s) ones are fetched, the rest are named, not looked up."""
 RESERVED_NAMES = ("zarr.json",)
 """Names taken by the store's own files at its root."""
 MAX_NAME_LENGTH = 120
@@ -84,6 +88,16 @@ def is_url(text: str) -> bool:
     return text.startswith(("http://", "https://"))
 
 
+def unsupported_url(text: str) -> str | None:
+    """Why ``text`` cannot be ingested when it is a URL of a scheme other than http(s), else None.
+
+    Without this an ``ftp://`` or ``file://`` input reads as a missing local file, which hides the fix.
+    """
+    if is_url(text) or not URL_LIKE.match(text):
+        return None
+    return unsupported_scheme(text)
+
+
 def episode_name_for(video: str | Path) -> str:
     """A stable, valid episode name from a video's file name (reruns find the same name)."""
     stem = Path(str(video).split("?")[0]).stem or "video"
@@ -122,6 +136,9 @@ def resolve_inputs(
     for raw in inputs:
         if is_url(raw):
             items.append(VideoItem(raw, origin=raw, **defaults))
+            continue
+        if reason := unsupported_url(raw):
+            bad.append(BadInput(raw, reason))
             continue
         path = Path(raw)
         if not path.exists():
@@ -205,6 +222,8 @@ def _item_from_row(row: dict, base: Path, where: str, defaults: dict) -> VideoIt
     video = str(row.get("video") or "").strip()
     if not video:
         raise ValueError("empty 'video' value")
+    if reason := unsupported_url(video):
+        raise ValueError(reason)
     if not is_url(video) and not Path(video).is_absolute():
         video = str(base / video)
     box = parse_box(row["box"]) if row.get("box") not in (None, "") else defaults.get("box")

@@ -128,8 +128,12 @@ def test_bad_video_is_a_failed_row_and_strict_exits_nonzero(tmp_path, clip_path)
     assert result.returncode == 0, result.stderr
     assert "broken" in result.stdout and "not a readable video" in result.stdout
     assert FlowDataset(out / "dataset.zarr").names == ["cups_clip"]
-    strict = run("ingest", str(bad), "--box", "0,0,10,10", "--out", str(out), "--strict")
-    assert strict.returncode == 1
+    # the same options as the first run: a rerun into --out with another config exits 2, not 1
+    strict = run(
+        "ingest", str(bad), "--box", "0,0,10,10", "--out", str(out), "--strict", "max_frames=8", "grid_size=4"
+    )
+    assert strict.returncode == 1, strict.stderr
+    assert "not a readable video" in strict.stdout
     outside = run("ingest", str(clip_path), "--box", "0,0,9000,10", "--out", str(tmp_path / "x"), "--strict")
     assert outside.returncode == 1 and "outside the 640x360 image" in outside.stdout
     result = run("inspect", str(tmp_path / "missing.zarr"))

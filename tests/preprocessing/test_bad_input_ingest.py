@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import signal
 import subprocess
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -15,11 +17,14 @@ import psutil
 import pytest
 import yaml
 from conftest import CLIP, CLIP_BOX, run_cli
+from test_bad_input_media import faststart_cut
 
+from im2flow2act.core.config import ConfigError
 from im2flow2act.preprocessing.dataset import FlowDataset
+from im2flow2act.preprocessing.download import cached_path
 from im2flow2act.preprocessing.ingest import IngestConfig, assign_names, ingest_batch
 from im2flow2act.preprocessing.sources import VideoItem, resolve_inputs
-from im2flow2act.preprocessing.video import read_video, write_video
+from im2flow2act.preprocessing.video import DecodeConfig, read_video, write_video
 
 FAST = dict(grounder="motion", max_frames=8, grid_size=4, overlay=False)
 FAST_ARGS = ["--grounder", "motion", "max_frames=8", "grid_size=4"]
@@ -119,6 +124,16 @@ def test_bad_names_are_refused_when_the_manifest_is_read(tmp_path, clip_path):
     assert not out.exists() and not (tmp_path / "x").exists()
 
 
+def test_one_name_for_several_videos_exits_2(tmp_path, clip_path):
+    other = _other_video(tmp_path / "other.mp4", start=30)
+    out = tmp_path / "out"
+    result = run_cli("ingest", str(clip_path), str(other), "--name", "cup", "--out", str(out), *FAST_ARGS)
+    assert (
+        result.returncode == 2 and "--name names a single input; these inputs give 2 videos" in result.stderr
+    )
+    assert not (out / "dataset.zarr").exists()
+
+
 def test_rerun_with_another_config_is_refused_and_the_record_kept(tmp_path, clip_path):
     out = tmp_path / "out"
     args = ["ingest", str(clip_path), "--out", str(out), *FAST_ARGS]
@@ -170,6 +185,91 @@ def test_out_inside_the_input_folder_is_not_ingested_back(tmp_path, clip_path):
     assert FlowDataset(out / "dataset.zarr").names == ["clip"]
     only_own, bad = resolve_inputs([str(out / "overlays")], exclude=[out / "overlays"])
     assert not only_own and "outside this ingest's own outputs (1 skipped)" in bad[0].reason
+
+
+# ----------------------------------------------------------------------------- videos (decode_video)
+SMALL_BOX = ",".join(str(v // 5) for v in CLIP_BOX)  # the cup in the clip at 128x72, as faststart_cut writes
+
+
+def test_truncated_video_is_flagged_and_a_one_frame_video_fails_its_row_only(tmp_path, clip_path):
+    one = write_video(tmp_path / "one.mp4", read_video(CLIP, 0, 1, size=(128, 72))[0], fps=30)
+    cut = faststart_cut(tmp_path, clip_path)
+    out = tmp_path / "out"
+    result = run_cli("ingest", str(one), str(cut), "--box", SMALL_BOX, "grid_size=4", "--out", str(out))
+    assert result.returncode == 0, result.stderr
+    table = result.stdout
+    assert "one.mp4: too short: the range holds 1 frame(s), at least min_frames=2 needed" in table
+    flagged = re.search(
+        r"truncated: decoding stopped after source frame (\d+) of the 75 the container", table
+    )
+    assert flagged, table
+    assert "1 written, 0 skipped, 1 failed" in table and "1 with decode notes" in table
+    rows = {e["name"]: e for e in json.loads((out / "summary.json").read_text())["episodes"]}
+    assert rows["one"]["status"] == "failed" and str(one) in rows["one"]["reason"]
+    assert rows["cut"]["status"] == "written" and "truncated" in rows["cut"]["notes"][0]
+    attrs = FlowDataset(out / "dataset.zarr")["cut"].attrs
+    assert attrs["truncated"] is True and attrs["declared_frames"] == attrs["requested_frames"] == 75
+    assert 2 <= attrs["decoded_frames"] == int(flagged[1]) == len(attrs["frame_indices"]) < 75
+    assert attrs["decode_notes"] == rows["cut"]["notes"] and "truncated" in attrs["decode_notes"][0]
+    assert FlowDataset(out / "dataset.zarr").names == ["cut"]
+
+
+def test_long_video_is_subsampled_to_the_cap_and_its_fps_follows(tmp_path):
+    video = _other_video(tmp_path / "twelve.mp4", start=0)  # 12 frames at 15 fps
+    config = replace(_config(), max_frames=None, decode=DecodeConfig(max_frames=4))
+    [result] = ingest_batch([VideoItem(str(video))], config, tmp_path / "out", progress=False)
+    assert result.status == "written" and result.num_frames == 4, result.reason
+    assert len(result.notes) == 1 and "12 frames is over max_frames=4: kept every 3" in result.notes[0]
+    ep = FlowDataset(tmp_path / "out" / "dataset.zarr")["twelve"]
+    assert ep.attrs["frame_indices"] == [0, 3, 6, 9] and ep.attrs["fps"] == pytest.approx(5.0)
+    assert ep.attrs["requested_frames"] == 12 and ep.attrs["truncated"] is False
+
+
+def test_a_download_that_fails_to_decode_is_not_kept_for_the_next_run(tmp_path, clip_path, http_server):
+    base, www = http_server
+    faststart_cut(tmp_path, clip_path).rename(www / "cut.mp4")
+    url, out = f"{base}/cut.mp4", tmp_path / "out"
+    strict = replace(_config(), max_frames=None, decode=DecodeConfig(on_truncated="error"))
+    [result] = ingest_batch([VideoItem(url, box=(27, 0, 45, 21))], strict, out, progress=False)
+    cached = cached_path(url, out / "downloads")
+    assert result.status == "failed" and f"{cached}: truncated" in result.reason, result.reason
+    assert not cached.exists()
+
+
+def test_a_record_without_decode_compares_as_the_defaults(tmp_path):
+    video = _other_video(tmp_path / "twelve.mp4", start=0)
+    out = tmp_path / "out"
+    items = [VideoItem(str(video))]
+    assert ingest_batch(items, _config(), out, progress=False)[0].status == "written"
+    record = yaml.safe_load((out / "ingest_config.yaml").read_text())
+    del record["decode"]  # as written before IngestConfig had a decode section
+    (out / "ingest_config.yaml").write_text(yaml.safe_dump(record, sort_keys=False))
+    assert ingest_batch(items, _config(), out, progress=False)[0].status == "skipped"
+    changed = replace(_config(), decode=DecodeConfig(max_frames=64))
+    with pytest.raises(ConfigError, match=r"decode.max_frames: 1024 there, 64 now"):
+        ingest_batch(items, changed, out, progress=False)
+
+
+def test_max_frames_below_decode_min_frames_is_refused():
+    with pytest.raises(ValueError, match=r"max_frames must be at least decode.min_frames \(5\), got 4"):
+        IngestConfig(max_frames=4, decode=DecodeConfig(min_frames=5))
+
+
+# ----------------------------------------------------------------------------- inputs: URL schemes
+
+
+def test_urls_of_other_schemes_are_named_not_looked_up_as_files(tmp_path):
+    manifest = tmp_path / "m.csv"
+    manifest.write_text("video\nftp://example.org/row.mp4\nfile:///data/row.mp4\n")
+    items, bad = resolve_inputs(["ftp://example.org/a.mp4", "file:///data/a.mp4", str(manifest)])
+    assert not items
+    reasons = {b.source: b.reason for b in bad}
+    assert reasons["ftp://example.org/a.mp4"].startswith("unsupported URL scheme ftp://")
+    assert "download it first" in reasons["ftp://example.org/a.mp4"]
+    assert "give the file's plain path" in reasons["file:///data/a.mp4"]
+    assert "unsupported URL scheme ftp://" in reasons[f"{manifest}:row 1"]
+    assert "unsupported URL scheme file://" in reasons[f"{manifest}:row 2"]
+    assert not any("no such file" in r for r in reasons.values())
 
 
 def _alive(proc: psutil.Process) -> bool:

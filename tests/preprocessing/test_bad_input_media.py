@@ -44,7 +44,7 @@ def _frames(num: int, size: int = 32) -> np.ndarray:
     return frames
 
 
-def _faststart_cut(tmp_path: Path, clip_path: Path) -> Path:
+def faststart_cut(tmp_path: Path, clip_path: Path) -> Path:
     """The real clip re-encoded with its index first (as streamed mp4s are), then cut in half."""
     frames, _, _ = read_video(clip_path, size=(128, 72))
     full = tmp_path / "faststart.mp4"
@@ -66,7 +66,7 @@ def _faststart_cut(tmp_path: Path, clip_path: Path) -> Path:
 
 
 def test_truncated_faststart_mp4_is_flagged_with_declared_and_decoded_counts(tmp_path, clip_path):
-    cut = _faststart_cut(tmp_path, clip_path)
+    cut = faststart_cut(tmp_path, clip_path)
     with pytest.warns(UserWarning, match=r"cut.mp4: truncated: decoding stopped .* of the 75"):
         result = decode_video(cut, size=(64, 36))
     attrs = result.attrs()
