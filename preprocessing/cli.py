@@ -9,7 +9,7 @@ from typing import Annotated
 
 import typer
 
-from im2flow2act.core.config import ConfigError, load_config
+from im2flow2act.core.config import ConfigError, check_out_folder, load_config
 from im2flow2act.core.presets import resolve_preset
 from im2flow2act.core.registry import UnknownComponentError
 from im2flow2act.preprocessing.dataset import DatasetError, FlowDataset
@@ -92,6 +92,10 @@ def ingest(
         _fail(err)
     if workers < 1:
         _fail(f"--workers must be at least 1, got {workers}")
+    try:
+        check_out_folder(out)
+    except ConfigError as err:
+        _fail(err)
     if name is not None:
         try:
             check_episode_name(name)

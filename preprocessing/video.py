@@ -208,7 +208,7 @@ def _cap(wanted: np.ndarray, cfg: DecodeConfig, notes: list[str]) -> tuple[np.nd
     kept = wanted[::factor]
     notes.append(
         f"{len(wanted)} frames is over max_frames={cfg.max_frames}: "
-        f"kept every {factor}th ({len(kept)} frames)"
+        f"kept one frame in {factor} ({len(kept)} frames)"
     )
     return kept, factor
 

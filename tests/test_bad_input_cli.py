@@ -16,13 +16,14 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import run_cli
+from conftest import CLIP, run_cli
 
 OUT_COMMANDS = {
     "sim demos": ["sim", "demos", "--task", "pick_place", "--episodes", "1", "image_size=[48,48]"],
     "policy train": ["policy", "train"],
     "flow train": ["flow", "train"],
     "pipeline run": ["pipeline", "run"],
+    "ingest": ["ingest", str(CLIP), "--box", "136,0,228,108", "--task", "t"],
 }
 """Commands whose ``--out`` folder is checked before any work."""
 

@@ -219,7 +219,7 @@ def test_long_video_is_subsampled_to_the_cap_and_its_fps_follows(tmp_path):
     config = replace(_config(), max_frames=None, decode=DecodeConfig(max_frames=4))
     [result] = ingest_batch([VideoItem(str(video))], config, tmp_path / "out", progress=False)
     assert result.status == "written" and result.num_frames == 4, result.reason
-    assert len(result.notes) == 1 and "12 frames is over max_frames=4: kept every 3" in result.notes[0]
+    assert len(result.notes) == 1 and "12 frames is over max_frames=4: kept one frame in 3" in result.notes[0]
     ep = FlowDataset(tmp_path / "out" / "dataset.zarr")["twelve"]
     assert ep.attrs["frame_indices"] == [0, 3, 6, 9] and ep.attrs["fps"] == pytest.approx(5.0)
     assert ep.attrs["requested_frames"] == 12 and ep.attrs["truncated"] is False

@@ -108,7 +108,7 @@ def test_dataset_refuses_a_one_frame_episode_naming_its_source(tmp_path):
 
 def test_long_video_is_subsampled_to_the_cap_with_a_note(tmp_path):
     path = write_video(tmp_path / "long.mp4", _frames(60), fps=30)
-    with pytest.warns(UserWarning, match=r"long.mp4: 60 frames is over max_frames=16: kept every 4th"):
+    with pytest.warns(UserWarning, match=r"long.mp4: 60 frames is over max_frames=16: kept one frame in 4"):
         result = decode_video(path, config=DecodeConfig(max_frames=16))
     np.testing.assert_array_equal(result.indices, np.arange(0, 60, 4))
     assert result.frames.shape == (15, 32, 32, 3) and result.fps == pytest.approx(7.5)
