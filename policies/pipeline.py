@@ -17,7 +17,6 @@ a rerun skips finished stages):
 from __future__ import annotations
 
 import json
-import multiprocessing as mp
 import os
 import time
 from dataclasses import dataclass, field, replace
@@ -27,6 +26,7 @@ from typing import Any
 import numpy as np
 
 from im2flow2act.core.config import save_config
+from im2flow2act.core.processes import pool_map
 from im2flow2act.im2flow.evaluate import FlowEvalConfig
 from im2flow2act.im2flow.evaluate import evaluate as evaluate_flow
 from im2flow2act.im2flow.train import EXPORT, FlowTrainConfig, FlowTrainer
@@ -74,8 +74,9 @@ def _pin_threads(threads: int) -> None:
     torch.set_num_threads(threads)
 
 
-def _evaluate_in_worker(cfg: EvalConfig, out: str) -> dict:
+def _evaluate_in_worker(job: tuple[EvalConfig, str]) -> dict:
     """One column in a worker process; its episodes land in the folder's episode log as they finish."""
+    cfg, out = job
     label = f"{cfg.plan_source}/{cfg.tracker}"
     summary = evaluate_policy(cfg, out)
     rates = ", ".join(f"{t} {row['success_rate']:.0%}" for t, row in summary["tasks"].items())
@@ -226,9 +227,7 @@ class Pipeline:
         if workers == 1:
             summaries = [evaluate_policy(cfg, out, progress=self.progress) for cfg, out in jobs]
         else:
-            context = mp.get_context("spawn")
-            with context.Pool(workers, initializer=_pin_threads, initargs=(threads,)) as pool:
-                summaries = pool.starmap(_evaluate_in_worker, jobs)
+            summaries = list(pool_map(_evaluate_in_worker, jobs, workers, _pin_threads, (threads,)))
         tables: dict[str, dict] = {
             f"{s['plan_source']}/{s['tracker']}": {t: row["success_rate"] for t, row in s["tasks"].items()}
             for s in summaries

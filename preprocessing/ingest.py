@@ -16,9 +16,6 @@ in the episode's attrs and in the summary's note column.
 from __future__ import annotations
 
 import json
-import multiprocessing as mp
-import os
-import threading
 import time
 import traceback
 from collections.abc import Iterator
@@ -32,6 +29,7 @@ import zarr
 from tqdm import tqdm
 
 from im2flow2act.core.config import ConfigError, save_config, to_dict
+from im2flow2act.core.processes import pool_map
 from im2flow2act.preprocessing.dataset import Episode, FlowDatasetWriter
 from im2flow2act.preprocessing.download import DownloadConfig, fetch, forget
 from im2flow2act.preprocessing.grounding import GROUNDERS, Box
@@ -437,26 +435,9 @@ def _single_name(item: VideoItem, root: Path) -> str:
 _WORKER: Ingestor | None = None
 
 
-def _init_worker(config: IngestConfig, out_dir: str, parent: int | None = None) -> None:
+def _init_worker(config: IngestConfig, out_dir: str) -> None:
     global _WORKER
-    if parent is not None:
-        _exit_with_parent(parent)
     _WORKER = Ingestor(config, out_dir)
-
-
-def _exit_with_parent(parent: int, every_s: float = 0.5) -> None:
-    """In a pool worker: end this process once ``parent`` is gone (killed), instead of running on.
-
-    The pool's task pipe never reports the parent's death (each worker holds its write end too), so a
-    worker would otherwise finish its video and then wait forever.
-    """
-
-    def watch() -> None:
-        while os.getppid() == parent:
-            time.sleep(every_s)
-        os._exit(1)
-
-    threading.Thread(target=watch, name="exit-with-parent", daemon=True).start()
 
 
 def _ingest_one(args: tuple[VideoItem, bool]) -> IngestResult:
@@ -495,7 +476,8 @@ def ingest_batch(
     results: list[IngestResult | None] = [n if isinstance(n, IngestResult) else None for n in names]
     bar = tqdm(total=len(items), desc="ingest", unit="video", disable=not progress)
     bar.update(len(items) - len(jobs))
-    for i, result in zip(todo, _map(jobs, config, str(out_dir), workers), strict=True):
+    done = pool_map(_ingest_one, jobs, workers, _init_worker, (config, str(out_dir)))
+    for i, result in zip(todo, done, strict=True):
         results[i] = result
         bar.update()
         bar.set_postfix_str(f"{result.name}: {result.status}")
@@ -556,23 +538,6 @@ def config_differences(stored: dict[str, Any], config: IngestConfig) -> list[str
         elif was != value:
             differ.append(f"{key}: {was!r} there, {value!r} now")
     return differ
-
-
-def _map(jobs: list, config: IngestConfig, out_dir: str, workers: int) -> Iterator[IngestResult]:
-    if workers <= 1:
-        yield from map(_ingest_one, jobs)
-        return
-    pool = mp.get_context("spawn").Pool(
-        workers, initializer=_init_worker, initargs=(config, out_dir, os.getpid())
-    )
-    try:
-        yield from pool.imap(_ingest_one, jobs)
-        pool.close()
-    except BaseException:
-        pool.terminate()
-        raise
-    finally:
-        pool.join()
 
 
 def summary_table(results: list[IngestResult], bad_inputs: list[Any] = ()) -> str:

@@ -84,7 +84,7 @@ def test_out_that_is_a_file_or_cannot_be_written_is_refused_up_front(tmp_path, u
         (["flow", "sample", "x.png", "--task", "t", "-k", "0"], "--samples/-k 0 is out of range: at least 1"),
         (["pipeline", "run", "workers=-1"], "workers=-1 is out of range: at least 1"),
         (["pipeline", "run", "image_size=[0,0]"], "image_size=[0, 0]: (width, height) in pixels"),
-        (["pipeline", "run", "policy.workers=-1"], "policy.workers=-1 is out of range: at least 0"),
+        (["pipeline", "run", "policy.workers=-1"], "policy: invalid TrainConfig: workers=-1 is out of range"),
         (["pipeline", "run", "demos=2", "eval_episodes=2"], "demos=2 with eval_episodes=2 leaves no"),
     ],
 )

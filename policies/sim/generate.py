@@ -9,14 +9,10 @@ A failing episode is reported in the summary and never stops the batch.
 from __future__ import annotations
 
 import json
-import multiprocessing as mp
-import os
-import threading
 import time
 import traceback
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from multiprocessing.connection import wait
 from pathlib import Path
 from typing import Literal
 
@@ -24,6 +20,7 @@ import numpy as np
 from tqdm import tqdm
 
 from im2flow2act.core.config import ConfigError, check_range, save_config
+from im2flow2act.core.processes import pool_map
 from im2flow2act.policies.sim.agents import DEFAULT_PLAY_MIX, PlayStyle, check_play_mix, follow, play_actions
 from im2flow2act.policies.sim.env import SimEnv
 from im2flow2act.policies.sim.record import RecordConfig, record
@@ -172,43 +169,11 @@ def generate(mode: Mode, out_dir: str | Path, cfg: GenerateConfig, progress: boo
         for i in range(cfg.episodes)
     ]
     started = time.perf_counter()
-    results = list(
-        tqdm(
-            _map(jobs, cfg.workers), total=len(jobs), desc=f"sim {mode}", unit="episode", disable=not progress
-        )
-    )
+    done = pool_map(_run_job, jobs, cfg.workers, ordered=False)
+    results = list(tqdm(done, total=len(jobs), desc=f"sim {mode}", unit="episode", disable=not progress))
     summary = summarise(mode, results, time.perf_counter() - started, cfg.workers)
     (out_dir / "summary.json").write_text(json.dumps(summary, indent=2))
     return summary
-
-
-def _map(jobs: list, workers: int) -> Iterator[JobResult]:
-    if workers <= 1:
-        yield from map(_run_job, jobs)
-        return
-    pool = mp.get_context("spawn").Pool(workers, initializer=_exit_with_parent)
-    try:
-        yield from pool.imap_unordered(_run_job, jobs)
-        pool.close()  # all done: let the workers exit on their own
-    except BaseException:
-        pool.terminate()
-        raise
-    finally:
-        pool.join()
-
-
-def _exit_with_parent() -> None:
-    """Pool initializer: a worker ends the moment its parent does (killed with -9 too), instead of
-    finishing its episode for nobody; the episode in flight is a hidden temporary the next run removes."""
-    parent = mp.parent_process()
-    if parent is None:
-        return
-
-    def watch() -> None:
-        wait([parent.sentinel])  # readable once the parent's end of the pipe is gone
-        os._exit(1)
-
-    threading.Thread(target=watch, name="exit-with-parent", daemon=True).start()
 
 
 def summarise(mode: str, results: list[JobResult], wall: float, workers: int) -> dict:
