@@ -92,10 +92,6 @@ def ingest(
         _fail(err)
     if workers < 1:
         _fail(f"--workers must be at least 1, got {workers}")
-    try:
-        check_out_folder(out)
-    except ConfigError as err:
-        _fail(err)
     if name is not None:
         try:
             check_episode_name(name)
@@ -114,6 +110,10 @@ def ingest(
     if cfg.grounder == "manifest" and any(item.box is None for item in items):
         hint = "pass --box x0,y0,x1,y1, add a box column to the manifest, or use --grounder motion"
         _fail(f"no object box for {sum(i.box is None for i in items)} input(s): {hint}")
+    try:  # the last check before any work: nothing is created for an input refused above
+        check_out_folder(out)
+    except ConfigError as err:
+        _fail(err)
     started = time.perf_counter()
     try:
         results = ingest_batch(items, cfg, out, workers=workers)
