@@ -108,3 +108,25 @@ def demos_root(tmp_path_factory):
     cfg.record.num_points = 32
     generate("demos", out, cfg, progress=False)
     return out / "dataset.zarr"
+
+
+def faststart_cut(tmp_path: Path, clip_path: Path) -> Path:
+    """The real clip re-encoded with its index first (as streamed mp4s are), then cut in half."""
+    import av
+
+    from im2flow2act.preprocessing.video import read_video
+
+    frames, _, _ = read_video(clip_path, size=(128, 72))
+    full = tmp_path / "faststart.mp4"
+    with av.open(str(full), "w", format="mp4", options={"movflags": "faststart"}) as container:
+        stream = container.add_stream("libx264", rate=30)
+        stream.width, stream.height, stream.pix_fmt = 128, 72, "yuv420p"
+        for frame in frames:
+            for packet in stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")):
+                container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+    cut = tmp_path / "cut.mp4"
+    data = full.read_bytes()
+    cut.write_bytes(data[: len(data) // 2])
+    return cut

@@ -16,8 +16,7 @@ import numpy as np
 import psutil
 import pytest
 import yaml
-from conftest import CLIP, CLIP_BOX, run_cli
-from test_bad_input_media import faststart_cut
+from conftest import CLIP, CLIP_BOX, faststart_cut, run_cli
 
 from im2flow2act.core.config import ConfigError
 from im2flow2act.preprocessing.dataset import FlowDataset

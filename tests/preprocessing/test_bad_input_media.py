@@ -15,12 +15,11 @@ import sys
 import threading
 import time
 import tracemalloc
-from pathlib import Path
 
-import av
 import numpy as np
 import pytest
 import zarr.storage._local as zarr_local
+from conftest import faststart_cut
 from test_dataset import make_episode
 
 from im2flow2act.preprocessing.dataset import DatasetError, FlowDataset, FlowDatasetWriter
@@ -42,24 +41,6 @@ def _frames(num: int, size: int = 32) -> np.ndarray:
     frames = np.zeros((num, size, size, 3), np.uint8)
     frames[:] = (np.arange(num) * 250 // max(1, num - 1))[:, None, None, None]
     return frames
-
-
-def faststart_cut(tmp_path: Path, clip_path: Path) -> Path:
-    """The real clip re-encoded with its index first (as streamed mp4s are), then cut in half."""
-    frames, _, _ = read_video(clip_path, size=(128, 72))
-    full = tmp_path / "faststart.mp4"
-    with av.open(str(full), "w", format="mp4", options={"movflags": "faststart"}) as container:
-        stream = container.add_stream("libx264", rate=30)
-        stream.width, stream.height, stream.pix_fmt = 128, 72, "yuv420p"
-        for frame in frames:
-            for packet in stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")):
-                container.mux(packet)
-        for packet in stream.encode():
-            container.mux(packet)
-    cut = tmp_path / "cut.mp4"
-    data = full.read_bytes()
-    cut.write_bytes(data[: len(data) // 2])
-    return cut
 
 
 # ----------------------------------------------------------------------------- item 4: short, truncated

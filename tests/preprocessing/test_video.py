@@ -1,6 +1,7 @@
 import av
 import numpy as np
 import pytest
+from conftest import faststart_cut
 
 from im2flow2act.preprocessing.video import VideoError, frame_indices, probe_video, read_video, write_video
 
@@ -52,19 +53,7 @@ def test_missing_empty_and_corrupt_files_give_clear_errors(tmp_path, clip_path):
 
 
 def test_truncated_streamable_file_returns_the_frames_that_exist(tmp_path, clip_path):
-    frames, _, _ = read_video(clip_path, size=(128, 72))
-    full = tmp_path / "faststart.mp4"
-    with av.open(str(full), "w", format="mp4", options={"movflags": "faststart"}) as container:
-        stream = container.add_stream("libx264", rate=30)
-        stream.width, stream.height, stream.pix_fmt = 128, 72, "yuv420p"
-        for frame in frames:
-            for packet in stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")):
-                container.mux(packet)
-        for packet in stream.encode():
-            container.mux(packet)
-    cut = tmp_path / "cut.mp4"
-    data = full.read_bytes()
-    cut.write_bytes(data[: len(data) // 2])
+    cut = faststart_cut(tmp_path, clip_path)
     with pytest.warns(UserWarning, match="truncated"):
         partial, idx, info = read_video(cut)
     assert info.num_frames == 75 and 0 < len(partial) < 75
