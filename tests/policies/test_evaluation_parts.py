@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import shutil
 from dataclasses import replace
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -125,43 +126,17 @@ def test_plan_options_come_from_the_eval_config_and_plan_args():
         build_plan_source(EvalConfig(plan_args={"grids": 8}))
 
 
-def test_task_lists_default_to_the_task_registry(play_root, tmp_path):
-    from im2flow2act.policies.data import PlayWindows, WindowConfig
-    from im2flow2act.policies.flow_policy import FlowPolicy
-    from im2flow2act.policies.pipeline import PipelineConfig
-    from im2flow2act.policies.sim.generate import GenerateConfig
-
-    assert task_names() == EvalConfig().tasks == PipelineConfig().tasks == GenerateConfig().tasks
-    assert sorted(task_names()) == TASKS.names()
-    policy = FlowPolicy(tiny_policy_config()).eval()
-    policy.normalizer.fit(PlayWindows(play_root, WindowConfig(num_points=16, plan_frames=8)).statistics())
-    folder = policy.save_pretrained(tmp_path / "policy")
-    cfg = EvalConfig(
-        policy=str(folder),
-        demos=str(play_root),
-        episodes=1,
-        plan_source="ground_truth",
-        max_chunks=1,
-        action_horizon=1,
-        action_samples=2,
-        num_points=8,
-        videos=False,
-    )
-    summary = evaluate(cfg, tmp_path / "eval", progress=False)  # the play has two of the four scenes
-    assert list(summary["tasks"]) == ["pick_place", "open_drawer"]
-
-
-def test_an_interrupted_evaluation_resumes_and_never_mixes_two_evaluations(play_root, tmp_path):
+def tiny_evaluation(play_root, folder) -> EvalConfig:
+    """A short ground-truth-plan evaluation of an untrained tiny policy (normaliser fitted on the play),
+    saved to ``folder``: real rollouts, seconds each."""
     from im2flow2act.policies.data import PlayWindows, WindowConfig
     from im2flow2act.policies.flow_policy import FlowPolicy
 
     policy = FlowPolicy(tiny_policy_config()).eval()
     policy.normalizer.fit(PlayWindows(play_root, WindowConfig(num_points=16, plan_frames=8)).statistics())
-    folder = policy.save_pretrained(tmp_path / "policy")
-    cfg = EvalConfig(
-        policy=str(folder),
+    return EvalConfig(
+        policy=str(policy.save_pretrained(folder)),
         demos=str(play_root),
-        tasks=["pick_place", "open_drawer"],
         episodes=1,
         plan_source="ground_truth",
         max_chunks=2,
@@ -170,6 +145,22 @@ def test_an_interrupted_evaluation_resumes_and_never_mixes_two_evaluations(play_
         num_points=8,
         videos=False,
     )
+
+
+def test_task_lists_default_to_the_task_registry(play_root, tmp_path):
+    from im2flow2act.policies.pipeline import PipelineConfig
+    from im2flow2act.policies.sim.generate import GenerateConfig
+
+    assert task_names() == EvalConfig().tasks == PipelineConfig().tasks == GenerateConfig().tasks
+    assert sorted(task_names()) == TASKS.names()
+    cfg = replace(tiny_evaluation(play_root, tmp_path / "policy"), max_chunks=1)
+    summary = evaluate(cfg, tmp_path / "eval", progress=False)  # the play has two of the four scenes
+    assert list(summary["tasks"]) == ["pick_place", "open_drawer"]
+
+
+def test_an_interrupted_evaluation_resumes_and_never_mixes_two_evaluations(play_root, tmp_path):
+    cfg = replace(tiny_evaluation(play_root, tmp_path / "policy"), tasks=["pick_place", "open_drawer"])
+    folder = Path(cfg.policy)
     out = tmp_path / "eval"
     full = evaluate(cfg, out, progress=False)
     log = out / "episodes_ground_truth_oracle.jsonl"
