@@ -18,6 +18,7 @@ from typing import Any
 
 from tqdm import tqdm
 
+from im2flow2act.core.checkpoint import file_sha256
 from im2flow2act.core.config import to_dict
 from im2flow2act.policies.metrics import (
     EpisodeResult,
@@ -137,14 +138,6 @@ _NOT_IN_KEY = ("tasks", "episodes", "videos", "policy", "generator", "demos")
 episode does (a row names its demonstration; the models count by their weights' content)."""
 
 
-def _file_digest(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def episode_key(cfg: EvalConfig) -> str:
     """What makes two evaluations' episodes interchangeable: every setting that changes an episode and
     the content of the model weights (a retrained policy at the same path is another one; the same one
@@ -153,7 +146,7 @@ def episode_key(cfg: EvalConfig) -> str:
     models = {"policy": cfg.policy} | ({"generator": cfg.generator} if cfg.plan_source == "generated" else {})
     for name, source in models.items():
         weights = Path(source) / "model.safetensors"
-        settings[name] = _file_digest(weights) if weights.is_file() else str(source)
+        settings[name] = file_sha256(weights) if weights.is_file() else str(source)
     return hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 

@@ -11,7 +11,6 @@ training config, its stage timings and every evaluation summary the run has writ
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import shutil
 from pathlib import Path
@@ -19,6 +18,7 @@ from pathlib import Path
 import yaml
 from safetensors import safe_open
 
+from im2flow2act.core.checkpoint import file_sha256
 from im2flow2act.policies.pipeline import STAGES
 from im2flow2act.policies.sim.tasks import task_names
 
@@ -30,14 +30,6 @@ RELEASES = {
     "policy": ("policy-full", "6_policy/policy"),
     "generator": ("generator-full", "4_im2flow/generator"),
 }
-
-
-def sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def weights_facts(weights: Path) -> dict:
@@ -53,7 +45,7 @@ def weights_facts(weights: Path) -> dict:
             dtypes.add(piece.get_dtype())
     return {
         "bytes": weights.stat().st_size,
-        "sha256": sha256(weights),
+        "sha256": file_sha256(weights),
         "tensor_elements": parameters,
         "dtypes": sorted(dtypes),
     }

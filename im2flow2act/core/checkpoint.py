@@ -10,6 +10,7 @@ run or a second writer never leaves half a file under the real name.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import re
@@ -260,3 +261,13 @@ def load_training_state(path: str | Path, map_location: str | torch.device = "cp
             f"{FORMAT_VERSION}: delete it to start the run afresh"
         )
     return state
+
+
+def file_sha256(path: str | Path) -> str:
+    """The SHA-256 of a (weights) file, read in blocks: what identifies a model's weights wherever they lie
+    (evaluation logs, model cards)."""
+    digest = hashlib.sha256()
+    with Path(path).open("rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
