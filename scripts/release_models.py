@@ -1,4 +1,5 @@
-"""Copy the models a `pipeline run` trained into the repository's `models/`, each with its model card.
+"""Copy the models a `pipeline run` trained into the repository's `models/`, each with its model card (the
+cards and configs are kept in git, the weights are not: .gitignore).
 
     .venv/bin/python scripts/release_models.py --run outputs/full [--out models]
 
