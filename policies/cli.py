@@ -144,7 +144,6 @@ def train(
 
     try:
         cfg = load_config(TrainConfig, config and resolve_preset("policy", config), overrides or [])
-        check_range("workers", cfg.workers, low=0)  # DataLoader workers; 0 cuts windows in this process
         check_out_folder(out)
         trainer = Trainer(cfg, out)
     except (ConfigError, DatasetError, ValueError) as err:
@@ -223,7 +222,6 @@ def _check_pipeline(cfg: PipelineConfig, stages: tuple[str, ...]) -> None:
     """What the stages to run would otherwise refuse only when they start (or crash on), checked up front."""
     check_range("workers", cfg.workers, low=1)
     check_image_size(cfg.image_size)
-    check_range("policy.workers", cfg.policy.workers, low=0)
     for key, low in (("demos", 1), ("play", 1), ("eval_episodes", 0), ("expert_episodes", 0)):
         check_range(key, getattr(cfg, key), low=low)
     if "im2flow" in stages and cfg.demos <= cfg.eval_episodes:
