@@ -35,6 +35,7 @@ from im2flow2act.policies.plans import (
     PlanSource,
     TrackedPlanConfig,
     on_object,
+    on_object_mask,
     plan_from_demo,
     plan_from_generator,
 )
@@ -58,6 +59,7 @@ __all__ = [
     "medoid_chunk",
     "motion_fraction",
     "on_object",
+    "on_object_mask",
     "plan_from_demo",
     "plan_from_generator",
 ]
@@ -98,9 +100,9 @@ class EvalConfig:
     """tracked: config of the plan tracker; LK's window is smaller than its default
     (docs/results/policies.md)."""
     plan_on_object: bool = _TRACKED.plan_on_object
-    """tracked: track only the grid points on the object in the demo's first-frame segmentation (what a
-    SAM mask gives on a human video), not the whole box, whose table points pull the policy's object frame
-    off the object (docs/results/policies.md)."""
+    """tracked and generated: follow only the grid points on the object in the first frame's segmentation
+    (what a SAM mask gives on a human video), not the whole box, whose table points pull the policy's object
+    frame off the object (docs/results/policies.md)."""
     fill_lost: bool = _TRACKED.fill_lost
     """tracked: plan points the tracker lost move with their visible neighbours instead of standing where
     they were last seen. Not done for the online tracker's points: there the arm covers the object and the

@@ -57,18 +57,23 @@ def _kept(moving: np.ndarray, fallback: np.ndarray) -> np.ndarray:
     return np.flatnonzero(moving) if moving.any() else np.flatnonzero(fallback)
 
 
-def on_object(view: EpisodeView, queries: np.ndarray) -> np.ndarray:
-    """The queries that lie on a tracked object in the first frame's segmentation (all when the episode
-    has none). A box also holds table and background, whose points pull the policy's object frame (their
-    mean 3-D position) off the object."""
+def on_object_mask(view: EpisodeView, queries: np.ndarray) -> np.ndarray:
+    """bool (N,): which queries lie on a tracked object in the first frame's segmentation (all when the
+    episode has none, or when none does). A box also holds table and background, whose points pull the
+    policy's object frame (their mean 3-D position) off the object."""
     if "segmentation" not in set(view.keys()):
-        return queries
+        return np.ones(len(queries), bool)
     labels = view.array("segmentation", 0)
     h, w = labels.shape
     px = pixel_indices(queries[:, 1:3], (w, h))
     label = labels[px[:, 1], px[:, 0]]
     keep = (label >= 0) & (label != EMBODIMENT_LABEL)
-    return queries[keep] if keep.any() else queries
+    return keep if keep.any() else np.ones(len(queries), bool)
+
+
+def on_object(view: EpisodeView, queries: np.ndarray) -> np.ndarray:
+    """The queries on the object in the first frame (``on_object_mask``)."""
+    return queries[on_object_mask(view, queries)]
 
 
 def moving_points(tracks: np.ndarray, vis: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -117,18 +122,24 @@ def plan_from_generator(
     num_flows: int,
     moving_threshold_px: float,
     seed: int,
+    keep: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """(tracks, visibility) of a generated flow: ``num_flows`` samples for the scene, the medoid (closest to
-    the others), its moving points. The box is the one the task's object prompt names."""
+    the others), its moving points. The box is the one the task's object prompt names. ``keep`` (bool, one
+    per point of the generator's query grid) limits the plan to those points, e.g. the ones on the object's
+    first-frame mask; the generator still sees the whole grid it was trained on."""
     queries = grid_in_box(box, generator.config.flow.grid_size)
+    keep = np.ones(len(queries), bool) if keep is None else np.asarray(keep, bool)
+    if keep.shape != (len(queries),):
+        raise ValueError(f"keep must have one entry per query point ({len(queries)}), got {keep.shape}")
     flows = generator.sample(image, text, queries, num_samples=num_flows, seed=seed)  # (K, T, N, 3)
     distance = np.linalg.norm(flows[:, None, ..., :2] - flows[None, ..., :2], axis=-1).mean(axis=(2, 3))
     chosen = flows[int(np.argmin(distance.sum(axis=1)))]
     tracks = np.concatenate([queries[None, :, 1:3], chosen[..., :2]]).astype(np.float32)
     vis = np.concatenate([np.ones((1, len(queries)), bool), chosen[..., 2] > 0.5])
-    moving = moving_mask(tracks, vis, moving_threshold_px)
-    keep = _kept(moving, np.ones(len(queries), bool))
-    return tracks[:, keep], vis[:, keep]
+    tracks, vis = tracks[:, keep], vis[:, keep]
+    kept = _kept(moving_mask(tracks, vis, moving_threshold_px), np.ones(tracks.shape[1], bool))
+    return tracks[:, kept], vis[:, kept]
 
 
 # ----- the registered sources -----------------------------------------------------------------------------
@@ -188,6 +199,9 @@ class GeneratedPlanConfig:
     """Flows sampled per episode; the medoid (closest to the others) is executed."""
     moving_threshold_px: float = 10.0
     """Points whose flow moves less than this (256-pixel frame) are dropped (as the reference does)."""
+    plan_on_object: bool = True
+    """Follow only the generated flow of grid points on the object in the scene's first-frame segmentation
+    (what a SAM mask of the named object gives), not the table and background in its box."""
 
 
 @PLAN_SOURCES.register("generated", GeneratedPlanConfig)
@@ -202,7 +216,11 @@ class GeneratedPlan(PlanSource):
         c = self.config
         scene = env.render()
         seed = int(view.attrs["seed"])
+        box = view.attrs["bbox"]
+        keep = None
+        if c.plan_on_object:
+            keep = on_object_mask(view, grid_in_box(box, self.generator.config.flow.grid_size))
         tracks, vis = plan_from_generator(
-            self.generator, scene, view.task, view.attrs["bbox"], c.num_flows, c.moving_threshold_px, seed
+            self.generator, scene, view.task, box, c.num_flows, c.moving_threshold_px, seed, keep
         )
         return Plan(tracks, vis, scene)

@@ -243,6 +243,33 @@ def test_plan_queries_can_be_kept_to_the_object_in_the_first_frame(demos_root):
     assert tracks.shape[1] <= len(kept) and tracks.shape[:2] == vis.shape
 
 
+def test_a_generated_plan_follows_only_the_points_on_the_object(demos_root):
+    """The generator samples its whole box grid; the plan keeps the points on the first-frame mask."""
+    import numpy as np
+    from tiny_configs import tiny_generator_config
+
+    from im2flow2act.im2flow.generator import FlowGenerator
+    from im2flow2act.policies.evaluate import on_object_mask, plan_from_generator
+    from im2flow2act.preprocessing.dataset import FlowDataset
+    from im2flow2act.preprocessing.tracks import grid_in_box
+
+    view = next(v for v in FlowDataset(demos_root) if v.attrs["task_name"] == "pick_place")
+    torch.manual_seed(0)
+    generator = FlowGenerator(tiny_generator_config())
+    box = view.attrs["bbox"]
+    queries = grid_in_box(box, generator.config.flow.grid_size)
+    mask = on_object_mask(view, queries)
+    assert 0 < mask.sum() < len(mask)
+    args = (generator, view.frame(0), view.task, box, 2, 0.0, 0)
+    everything, _ = plan_from_generator(*args)
+    tracks, vis = plan_from_generator(*args, keep=mask)
+    assert everything.shape[1] == len(queries) and tracks.shape[1] == mask.sum()
+    assert vis.shape == tracks.shape[:2]
+    np.testing.assert_allclose(tracks[0], queries[mask, 1:3])  # frame 0: the on-object queries themselves
+    with pytest.raises(ValueError, match="one entry per query point"):
+        plan_from_generator(*args, keep=mask[:-1])
+
+
 def test_medoid_chunk_is_a_sampled_chunk_in_the_middle_of_the_others():
     import numpy as np
 
