@@ -77,7 +77,7 @@ def sample(
     task: Annotated[str, typer.Option(help='The instruction, e.g. "pour the mug into the bowl".')],
     generator: Annotated[
         str, typer.Option(help="A trained generator: a model folder (<run>/generator) or a Hub id.")
-    ] = "outputs/im2flow/generator",
+    ] = "models/generator-full",
     box: Annotated[str | None, typer.Option(help="Object box x0,y0,x1,y1 in pixels of the image.")] = None,
     grounder: Annotated[
         str | None, typer.Option(help="Find the box instead: grounding-dino or owlv2 (needs local weights).")

@@ -39,6 +39,9 @@ Method = Callable[[FlowClips, list[int], list[str]], np.ndarray]
 class FlowEvalConfig:
     run: str = "outputs/im2flow"
     """Training run folder: generator/ (the model) and clips.npz (its held-out split is evaluated)."""
+    generator: str = ""
+    """A model folder to evaluate instead of the run's generator/ (e.g. a released one); clips.npz still
+    comes from ``run``."""
     regression_run: str = ""
     """Optional run folder of the same network trained with objective=regression (a baseline column)."""
     held_out_per_task: int = 10
@@ -155,7 +158,7 @@ def evaluate(config: FlowEvalConfig, out_dir: str | Path, progress: bool = True)
     run = Path(config.run)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    generator = load_generator(run / EXPORT)
+    generator = load_generator(config.generator or run / EXPORT)
     if config.guidance_scale is not None:
         generator.config.guidance_scale = config.guidance_scale
     train, held = FlowClips.load(run / "clips.npz").split(config.held_out_per_task)
@@ -167,7 +170,8 @@ def evaluate(config: FlowEvalConfig, out_dir: str | Path, progress: bool = True)
     if config.regression_run:
         regression = load_generator(Path(config.regression_run) / EXPORT)
         methods["regression"] = generator_method(regression, 1, config.batch_size, config.seed)
-    methods["nearest"] = nearest_method(train, generator)
+    if len(train):  # retrieval needs clips to retrieve from
+        methods["nearest"] = nearest_method(train, generator)
     methods["zero motion"] = zero_motion_method(generator.config.flow.num_frames)
     results = {}
     for name, method in tqdm(methods.items(), desc="flow eval", disable=not progress):

@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -19,7 +20,8 @@ from typing import Any
 from tqdm import tqdm
 
 from im2flow2act.core.checkpoint import file_sha256
-from im2flow2act.core.config import to_dict
+from im2flow2act.core.config import check_range, to_dict
+from im2flow2act.core.processes import pool_map
 from im2flow2act.policies.metrics import (
     EpisodeResult,
     final_plan_error,
@@ -69,7 +71,7 @@ _TRACKED, _GENERATED = TrackedPlanConfig(), GeneratedPlanConfig()
 
 @dataclass
 class EvalConfig:
-    policy: str = "outputs/policy/policy"
+    policy: str = "models/policy-full"
     demos: str = "outputs/sim_demos/dataset.zarr"
     tasks: list[str] = field(default_factory=task_names)
     """Tasks to evaluate; default every registered one (those without demonstrations are skipped)."""
@@ -118,6 +120,13 @@ class EvalConfig:
     """Plan points given to the policy (drawn with replacement when the plan has fewer)."""
     videos: bool = True
     seed: int = 0
+    workers: int = 1
+    """Episodes run side by side in this many processes, each with its share of the CPU's threads (the
+    sim, rendering and tracking are single-threaded); the episode log is written here as they finish."""
+
+    def __post_init__(self) -> None:
+        check_range("workers", self.workers, low=1)
+        check_range("episodes", self.episodes, low=1)
 
     def loop(self) -> LoopConfig:
         return LoopConfig(self.action_horizon, self.max_chunks, self.action_samples, self.guidance_scale)
@@ -135,7 +144,7 @@ def build_plan_source(cfg: EvalConfig) -> PlanSource:
     return PLAN_SOURCES.build(cfg.plan_source, plan_source_options(cfg))
 
 
-_NOT_IN_KEY = ("tasks", "episodes", "videos", "policy", "generator", "demos")
+_NOT_IN_KEY = ("tasks", "episodes", "videos", "policy", "generator", "demos", "workers")
 """EvalConfig fields that choose which episodes run, what is kept, or where a file lies — not what an
 episode does (a row names its demonstration; the models count by their weights' content)."""
 
@@ -183,6 +192,45 @@ class EpisodeLog:
         self.done[(result.task, result.demo)] = result
 
 
+_WORKER: dict[str, Any] = {}
+"""An evaluating process's models, plan source, tracker and one environment per task, built once."""
+
+
+def _prepare(cfg: EvalConfig, threads: int | None = None) -> None:
+    if threads is not None:
+        import torch
+
+        torch.set_num_threads(threads)
+    _WORKER.clear()
+    _WORKER.update(
+        cfg=cfg,
+        policy=load_policy(cfg.policy),
+        plans=build_plan_source(cfg),
+        tracker=build_online_tracker(cfg.tracker, cfg.tracker_args),
+        envs={},
+    )
+
+
+def _close_envs() -> None:
+    for env in _WORKER.get("envs", {}).values():
+        env.close()
+    _WORKER.clear()
+
+
+def _run_episode(job: tuple[str, str, str | None]) -> EpisodeResult:
+    """One held-out demonstration's rollout in the prepared process."""
+    task, name, video = job
+    w, cfg = _WORKER, _WORKER["cfg"]
+    view = FlowDataset(cfg.demos)[name]
+    env = w["envs"].get(task)
+    if env is None:
+        env = w["envs"][task] = SimEnv(task, "robot", SceneConfig(image_size=view.frame_size))
+    w["tracker"].bind(env)
+    path = None if video is None else Path(video)
+    loop = cfg.loop()
+    return rollout(w["policy"], env, view, w["plans"], w["tracker"], loop, cfg.num_points, cfg.seed, path)
+
+
 def evaluate(cfg: EvalConfig, out_dir: str | Path, progress: bool = True) -> dict:
     """Every task's held-out demonstrations, one rollout each; writes and returns the summary. Episodes
     already in the folder's episode log (same settings) are not run again."""
@@ -193,26 +241,29 @@ def evaluate(cfg: EvalConfig, out_dir: str | Path, progress: bool = True) -> dic
     PLAN_SOURCES.entry(cfg.plan_source)
     check_online_tracker(cfg.tracker)
     log = EpisodeLog(out_dir, cfg)
-    policy = load_policy(cfg.policy)
     demos = FlowDataset(cfg.demos)
     if demos.kind not in ("sim_demo", "play"):
         raise DatasetError(cfg.demos, f"is a {demos.kind!r} dataset; evaluation needs sim_demo or play")
-    plans = build_plan_source(cfg)
-    tracker = build_online_tracker(cfg.tracker, cfg.tracker_args)
-    results: list[EpisodeResult] = []
-    for task in cfg.tasks:
-        views = [v for v in demos if v.attrs.get("task_name") == task][-cfg.episodes :]
-        todo = [v for v in views if (task, v.name) not in log.done]
-        if todo:
-            with SimEnv(task, "robot", SceneConfig(image_size=todo[0].frame_size)) as env:
-                tracker.bind(env)
-                label = f"eval {task} ({cfg.plan_source}, {cfg.tracker})"
-                for view in tqdm(todo, desc=label, disable=not progress):
-                    name = f"{task}_{view.name}_{cfg.tracker}.mp4"
-                    video = out_dir / "videos" / name if cfg.videos else None
-                    loop = cfg.loop()
-                    log.add(rollout(policy, env, view, plans, tracker, loop, cfg.num_points, cfg.seed, video))
-        results += [log.done[(task, v.name)] for v in views]  # in the demonstrations' order
+    chosen = {t: [v for v in demos if v.attrs.get("task_name") == t][-cfg.episodes :] for t in cfg.tasks}
+    videos = out_dir / "videos"
+    todo = [
+        (task, v.name, str(videos / f"{task}_{v.name}_{cfg.tracker}.mp4") if cfg.videos else None)
+        for task, views in chosen.items()
+        for v in views
+        if (task, v.name) not in log.done
+    ]
+    workers = min(cfg.workers, len(todo))
+    if todo and workers <= 1:
+        _prepare(cfg)  # here, with this process's threads
+    threads = max(1, (os.cpu_count() or 1) // max(workers, 1))
+    label = f"eval {','.join(cfg.tasks)} ({cfg.plan_source}, {cfg.tracker})"
+    try:
+        finished = pool_map(_run_episode, todo, workers, _prepare, (cfg, threads), ordered=False)
+        for result in tqdm(finished, total=len(todo), desc=label, unit="episode", disable=not progress):
+            log.add(result)
+    finally:
+        _close_envs()
+    results = [log.done[(task, v.name)] for task, views in chosen.items() for v in views]  # demos' order
     summary = summarise(results, list(cfg.tasks), cfg.plan_source, cfg.tracker)
     write_summary(summary, out_dir)
     return summary

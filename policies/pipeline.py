@@ -17,7 +17,6 @@ a rerun skips finished stages):
 from __future__ import annotations
 
 import json
-import os
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -25,12 +24,14 @@ from typing import Any
 
 import numpy as np
 
-from im2flow2act.core.config import save_config
-from im2flow2act.core.processes import pool_map
+from im2flow2act.core.config import ConfigError, check_range, save_config
+from im2flow2act.core.registry import UnknownComponentError
+from im2flow2act.im2flow.data import ClipConfig, build_clips
 from im2flow2act.im2flow.evaluate import FlowEvalConfig
 from im2flow2act.im2flow.evaluate import evaluate as evaluate_flow
+from im2flow2act.im2flow.generator import load_generator
 from im2flow2act.im2flow.train import EXPORT, FlowTrainConfig, FlowTrainer
-from im2flow2act.policies.evaluate import EvalConfig
+from im2flow2act.policies.evaluate import PLAN_SOURCES, EvalConfig
 from im2flow2act.policies.evaluate import evaluate as evaluate_policy
 from im2flow2act.policies.sim.generate import GenerateConfig, generate
 from im2flow2act.policies.sim.tasks import task_names
@@ -44,6 +45,17 @@ STAGES = ("demos", "videos", "ingest", "im2flow", "play", "policy", "evaluate", 
 
 
 @dataclass
+class PretrainedConfig:
+    """Models to use instead of training them (e.g. the released ones in ``models/``)."""
+
+    generator: str = ""
+    """A flow-generator model folder: im2flow is not trained; its stage evaluates this one on the held-out
+    clips."""
+    policy: str = ""
+    """A flow-policy model folder: play and policy training are skipped."""
+
+
+@dataclass
 class PipelineConfig:
     name: str = "quick"
     tasks: list[str] = field(default_factory=task_names)
@@ -51,9 +63,12 @@ class PipelineConfig:
     image_size: list[int] = field(default_factory=lambda: [128, 128])
     """(width, height) of every rendered frame (demos, play, evaluation)."""
     workers: int = 2
-    """Processes for the simulator, ingest and evaluation stages (evaluation: columns side by side)."""
+    """Processes for the simulator, ingest and evaluation stages (evaluation: episodes side by side)."""
     demos: int = 12
     """Sphere demonstrations per task; the last ``eval_episodes`` are held out for evaluation."""
+    demo_seed: int = 0
+    """Episode i of a task's demonstrations has the layout of seed ``demo_seed + i``. The released models'
+    held-out layouts are seeds 50–69 (the ``full`` preset's last 20 of 70)."""
     play: int = 10
     """Play episodes per task scene."""
     eval_episodes: int = 2
@@ -66,22 +81,27 @@ class PipelineConfig:
     flow: FlowTrainConfig = field(default_factory=lambda: FlowTrainConfig(max_steps=300, batch_size=16))
     policy: TrainConfig = field(default_factory=lambda: TrainConfig(max_steps=400, batch_size=32))
     evaluation: EvalConfig = field(default_factory=lambda: EvalConfig(max_chunks=16, num_flows=4))
+    plans: list[str] = field(default_factory=lambda: ["generated", "tracked"])
+    """Plan sources evaluated: generated (language-conditioned), tracked (the demonstration's video)."""
+    pretrained: PretrainedConfig = field(default_factory=PretrainedConfig)
 
-
-def _pin_threads(threads: int) -> None:
-    import torch
-
-    torch.set_num_threads(threads)
-
-
-def _evaluate_in_worker(job: tuple[EvalConfig, str]) -> dict:
-    """One column in a worker process; its episodes land in the folder's episode log as they finish."""
-    cfg, out = job
-    label = f"{cfg.plan_source}/{cfg.tracker}"
-    summary = evaluate_policy(cfg, out)
-    rates = ", ".join(f"{t} {row['success_rate']:.0%}" for t, row in summary["tasks"].items())
-    print(f"[pipeline] evaluate {label}: {rates}", flush=True)
-    return summary
+    def __post_init__(self) -> None:
+        check_range("workers", self.workers, low=1)
+        check_range("demos", self.demos, low=1)
+        check_range("eval_episodes", self.eval_episodes, low=1, high=self.demos)
+        check_range("expert_episodes", self.expert_episodes, low=0)
+        for plan in self.plans:
+            try:
+                PLAN_SOURCES.entry(plan)
+            except UnknownComponentError as err:
+                raise ConfigError(f"plans: {err}") from None
+        for kind, folder in (("generator", self.pretrained.generator), ("policy", self.pretrained.policy)):
+            missing = [f for f in ("config.json", "model.safetensors") if not (Path(folder) / f).is_file()]
+            if folder and missing:
+                raise ConfigError(
+                    f"pretrained.{kind}: {folder} is not a model folder (no {' or '.join(missing)}); "
+                    "train one with the full preset, or give a folder with config.json and model.safetensors"
+                )
 
 
 class Pipeline:
@@ -120,16 +140,21 @@ class Pipeline:
         return records
 
     # ----- stages -----------------------------------------------------------------------------------
-    def _sim(self, mode: str, folder: Path, episodes: int) -> dict:
+    def _sim(self, mode: str, folder: Path, episodes: int, seed: int = 0) -> dict:
         c = self.config
         cfg = GenerateConfig(
-            tasks=list(c.tasks), episodes=episodes, workers=c.workers, image_size=tuple(c.image_size)
+            tasks=list(c.tasks),
+            episodes=episodes,
+            workers=c.workers,
+            image_size=tuple(c.image_size),
+            seed=seed,
         )
         summary = generate(mode, folder, cfg, progress=self.progress)
         return {t: row["success_rate"] for t, row in summary["tasks"].items()}
 
     def stage_demos(self, folder: Path) -> dict:
-        return {"success_rate": self._sim("demos", folder, self.config.demos)}
+        c = self.config
+        return {"success_rate": self._sim("demos", folder, c.demos, c.demo_seed)}
 
     def stage_videos(self, folder: Path) -> dict:
         """Each demo as a plain mp4 (no drawn tracks) and a manifest row: all a human video would give."""
@@ -179,6 +204,15 @@ class Pipeline:
     def stage_im2flow(self, folder: Path) -> dict:
         c = self.config
         data = [str(self.folder("ingest") / "dataset.zarr")]
+        if c.pretrained.generator:  # evaluate it on the clips, train nothing
+            flow = load_generator(c.pretrained.generator).config.flow
+            clips = ClipConfig(flow, c.flow.tracker, c.flow.tracker_args, c.eval_episodes)
+            build_clips(data, clips, folder / "clips.npz", self.progress)
+            flow_eval = FlowEvalConfig(
+                run=str(folder), generator=c.pretrained.generator, held_out_per_task=c.eval_episodes
+            )
+            summary = evaluate_flow(flow_eval, folder / "eval", progress=self.progress)
+            return {"pretrained": c.pretrained.generator, "metrics": summary["methods"]}
         cfg = replace(c.flow, data=data, held_out_per_task=c.eval_episodes)
         trainer = FlowTrainer(cfg, folder, progress=self.progress)
         last = trainer.fit()
@@ -187,10 +221,14 @@ class Pipeline:
         return {"final_loss": last.get("loss"), "metrics": summary["methods"]}
 
     def stage_play(self, folder: Path) -> dict:
+        if self.config.pretrained.policy:
+            return {"pretrained": self.config.pretrained.policy}  # no policy to train: no play
         self._sim("play", folder, self.config.play)
         return {}
 
     def stage_policy(self, folder: Path) -> dict:
+        if self.config.pretrained.policy:
+            return {"pretrained": self.config.pretrained.policy}
         cfg = replace(self.config.policy, data=[str(self.folder("play") / "dataset.zarr")])
         trainer = Trainer(cfg, folder)
         last = trainer.fit(progress=self.progress)
@@ -203,36 +241,33 @@ class Pipeline:
         return {
             f"{plan}/{tracker}": replace(
                 c.evaluation,
-                policy=str(self.folder("policy") / "policy"),  # the exported model folder
+                policy=c.pretrained.policy or str(self.folder("policy") / "policy"),  # the exported model
                 demos=str(self.folder("demos") / "dataset.zarr"),
-                generator=str(self.folder("im2flow") / EXPORT),
+                generator=c.pretrained.generator or str(self.folder("im2flow") / EXPORT),
                 tasks=list(c.tasks),
                 episodes=c.eval_episodes,
                 plan_source=plan,
                 tracker=tracker,
                 tracker_args=c.tracker_args.get(tracker, {}),
+                workers=c.workers,
             )
-            for plan in ("generated", "tracked")
+            for plan in c.plans
             for tracker in sorted(c.trackers, key=lambda t: t == "oracle")
         }
 
     def stage_evaluate(self, folder: Path) -> dict:
-        """Every column, ``workers`` at a time in their own processes (each with its share of the CPU's
-        threads: simulation, rendering and tracking are single-threaded, so two evaluations side by side
-        get through more episodes than one with every thread)."""
+        """Every column in turn, its episodes ``workers`` at a time (each process with its share of the
+        CPU's threads: simulation, rendering and tracking are single-threaded)."""
         c = self.config
-        jobs = [(cfg, str(folder / cfg.plan_source)) for cfg in self.evaluation_configs().values()]
-        workers = max(1, min(c.workers, len(jobs)))
-        threads = max(1, (os.cpu_count() or 1) // workers)
-        if workers == 1:
-            summaries = [evaluate_policy(cfg, out, progress=self.progress) for cfg, out in jobs]
-        else:
-            summaries = list(pool_map(_evaluate_in_worker, jobs, workers, _pin_threads, (threads,)))
-        tables: dict[str, dict] = {
-            f"{s['plan_source']}/{s['tracker']}": {t: row["success_rate"] for t, row in s["tasks"].items()}
-            for s in summaries
-        }
-        tables["expert"] = self._sim("expert", folder / "expert", c.expert_episodes)
+        tables: dict[str, dict] = {}
+        for label, cfg in self.evaluation_configs().items():
+            summary = evaluate_policy(cfg, folder / cfg.plan_source, self.progress)
+            tables[label] = {t: row["success_rate"] for t, row in summary["tasks"].items()}
+            rates = ", ".join(f"{t} {rate:.0%}" for t, rate in tables[label].items())
+            print(f"[pipeline] evaluate {label}: {rates}", flush=True)
+        if c.expert_episodes:  # on the evaluated layouts
+            seed = c.demo_seed + c.demos - c.eval_episodes
+            tables["expert"] = self._sim("expert", folder / "expert", c.expert_episodes, seed)
         return {"success_rate": tables}
 
     def stage_report(self, folder: Path) -> dict:

@@ -193,7 +193,7 @@ class GroundTruthPlan(PlanSource):
 
 @dataclass
 class GeneratedPlanConfig:
-    generator: str = "outputs/im2flow/generator"
+    generator: str = "models/generator-full"
     """The exported flow generator."""
     num_flows: int = 4
     """Flows sampled per episode; the medoid (closest to the others) is executed."""

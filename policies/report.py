@@ -6,6 +6,7 @@ from __future__ import annotations
 import base64
 import csv
 import html
+import json
 import os
 import platform
 from pathlib import Path
@@ -42,7 +43,7 @@ def curve_png(csv_path: Path, key: str, out: Path, title: str) -> Path | None:
 
 
 def success_table(tables: dict[str, dict], tasks: list[str]) -> list[str]:
-    columns = [k for k in tables if k != "expert"] + ["expert"]
+    columns = [k for k in tables if k != "expert"] + (["expert"] if "expert" in tables else [])
     names = {
         k: (
             "scripted expert"
@@ -72,11 +73,10 @@ def write_report(pipeline, folder: Path) -> list[Path]:
         curve_png(pipeline.folder("policy") / "metrics.csv", "loss", folder / "policy_loss.png", "policy"),
     ]
     gifs = sorted((pipeline.folder("im2flow") / "eval" / "gifs").glob("*.gif"))
-    videos = []  # one rollout per task and plan (oracle tracking)
-    for task in c.tasks:
-        for plan in ("tracked", "generated"):
-            found = sorted((pipeline.folder("evaluate") / plan / "videos").glob(f"{task}_*_oracle.mp4"))
-            videos += found[:1]
+    shown: dict[str, object] = {}  # per plan, its first column (the real tracker's)
+    for cfg in pipeline.evaluation_configs().values():
+        shown.setdefault(cfg.plan_source, cfg)
+    videos = [v for cfg in shown.values() for v in rollout_videos(pipeline, cfg, c.tasks)]
     flow_md = (pipeline.folder("im2flow") / "eval" / "metrics.md").read_text()
     timings = [(s, r["seconds"]) for s, r in records.items()]
     total = sum(t for _, t in timings)
@@ -93,6 +93,7 @@ def write_report(pipeline, folder: Path) -> list[Path]:
         "the held-out sphere demonstration (upper bound). Generated flow: im2flow from the rendered scene "
         "and the instruction (language-conditioned).",
         "",
+        *models_used(c),
         "## Generated flow vs baselines (held-out demonstrations)",
         "",
         flow_md,
@@ -108,6 +109,27 @@ def write_report(pipeline, folder: Path) -> list[Path]:
     html_path = folder / "report.html"
     html_path.write_text(_html(md, curves, gifs, videos, pipeline))
     return [md_path, html_path]
+
+
+def models_used(c) -> list[str]:
+    """A line naming the pretrained models, when the run trained none of its own."""
+    models = {"generator": c.pretrained.generator, "policy": c.pretrained.policy}
+    used = [f"{kind} `{folder}`" for kind, folder in models.items() if folder]
+    return [f"Pretrained models (not trained in this run): {', '.join(used)}.", ""] if used else []
+
+
+def rollout_videos(pipeline, cfg, tasks: list[str]) -> list[Path]:
+    """Per task, one rollout video of the evaluation ``cfg``: its first success if any, else its first."""
+    folder = pipeline.folder("evaluate") / cfg.plan_source
+    log = folder / f"episodes_{cfg.plan_source}_{cfg.tracker}.jsonl"
+    lines = log.read_text().splitlines() if log.is_file() else []
+    rows = [json.loads(line) for line in lines if line.strip()]
+    chosen = []
+    for task in tasks:
+        ranked = sorted((r for r in rows if r["task"] == task), key=lambda r: not r["success"])
+        paths = [folder / "videos" / f"{task}_{r['demo']}_{cfg.tracker}.mp4" for r in ranked]
+        chosen += [p for p in paths if p.is_file()][:1]
+    return chosen
 
 
 def _media_list(curves, gifs, videos, folder: Path) -> str:
@@ -166,7 +188,7 @@ def _html(md, curves, gifs, videos, pipeline) -> str:
         f"<figcaption>{g.stem}</figcaption></figure>"
         for g in gifs
     ]
-    media.append("<h2>Rollouts (plan | tracked points)</h2>")
+    media.append("<h2>Rollouts (plan | tracked points; a success where there is one)</h2>")
     media += [
         f'<figure><video controls loop muted autoplay src="{_data_uri(v, "video/mp4")}"></video>'
         f"<figcaption>{v.stem}</figcaption></figure>"

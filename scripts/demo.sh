@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Set up (if needed) and run the main job: (1) ingest the committed real clip into object flow, then
-# (2) the whole chain with the `quick` preset (sim demos and play → ingest → im2flow → policy → evaluation
-# → report), a few minutes on a 2-core CPU; a rerun resumes where it stopped. Results land in outputs/.
+# (2) the released models (models/) act language-conditioned in simulation: for a few held-out layouts of
+# each task, render the scene, generate flows from the task's instruction, execute them with rigid-lk, a
+# real tracker on the robot camera's images, and write the report. Nothing is trained; a rerun resumes.
+# Training from scratch: `im2flow2act pipeline run --preset quick` (minutes) or `--preset full` (hours).
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 bash "$ROOT/scripts/setup.sh"
@@ -13,4 +15,4 @@ rm -rf "$OUT"
   --box 136,0,228,108 --task "put the red cup down over the ball" --prompt "red cup" \
   --config "$ROOT/configs/preprocessing/ingest.yaml" --out "$OUT"
 echo "demo: real clip → dataset $OUT/dataset.zarr, overlay $OUT/overlays/cups_clip.mp4"
-"$ROOT/.venv/bin/im2flow2act" pipeline run --preset quick --out "$ROOT/outputs/pipeline/quick"
+"$ROOT/.venv/bin/im2flow2act" pipeline run --preset demo --out "$ROOT/outputs/pipeline/demo"

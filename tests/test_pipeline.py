@@ -101,7 +101,7 @@ def test_report_renders_in_headless_chromium(finished, tmp_path):
     assert "Task success" in rendered and "scripted expert" in rendered
 
 
-def test_evaluation_columns_run_side_by_side_and_resume_from_their_episode_logs(finished, tmp_path):
+def test_evaluation_episodes_run_side_by_side_and_resume_from_their_episode_logs(finished, tmp_path):
     pipeline, records = finished
     run = shutil.copytree(pipeline.out, tmp_path / "run")
     for stage in ("evaluate", "report"):
@@ -110,10 +110,59 @@ def test_evaluation_columns_run_side_by_side_and_resume_from_their_episode_logs(
     kept = log.read_text().splitlines()[:1]
     log.write_text(kept[0] + "\n")  # as if stopped after one episode of the headline column
     config = miniature()
-    config.workers = 2  # two columns at a time, each in its own process
+    config.workers = 2  # two episodes at a time, each in its own process
     again = Pipeline(config, run, progress=False).run(until="evaluate")
     assert again["evaluate"]["success_rate"] == records["evaluate"]["success_rate"]
     assert log.read_text().splitlines()[0] == kept[0] and len(log.read_text().splitlines()) == 2
+
+
+def test_pretrained_models_are_evaluated_without_training_anything(finished, tmp_path):
+    """The demo's route: a trained generator and policy act on new layouts; play and training are skipped."""
+    from dataclasses import replace
+
+    from im2flow2act.policies.pipeline import PretrainedConfig
+
+    trained, _ = finished
+    models = PretrainedConfig(
+        generator=str(trained.folder("im2flow") / "generator"),
+        policy=str(trained.folder("policy") / "policy"),
+    )
+    config = replace(
+        miniature(),
+        demo_seed=7,
+        eval_episodes=2,  # every demonstration held out
+        plans=["generated"],
+        trackers=["rigid-lk"],
+        expert_episodes=0,
+        pretrained=models,
+    )
+    pipeline = Pipeline(config, tmp_path / "demo", progress=False)
+    records = pipeline.run()
+    assert records["play"]["pretrained"] == records["policy"]["pretrained"] == models.policy
+    assert records["im2flow"]["pretrained"] == models.generator
+    assert not (pipeline.folder("play") / "dataset.zarr").exists()
+    assert not (pipeline.folder("im2flow") / "checkpoint.pt").exists()
+    assert set(records["im2flow"]["metrics"]) == {"im2flow", "zero motion"}  # nothing to retrieve from
+    assert set(records["evaluate"]["success_rate"]) == {"generated/rigid-lk"}
+    log = pipeline.folder("evaluate") / "generated" / "episodes_generated_rigid-lk.jsonl"
+    names = [json.loads(line)["demo"] for line in log.read_text().splitlines()]
+    assert sorted(names) == [f"{t}_00000{s}" for t in ("open_drawer", "pick_place") for s in (7, 8)]
+    report = (pipeline.folder("report") / "report.md").read_text()
+    assert "Pretrained models (not trained in this run)" in report and "scripted expert" not in report
+
+
+def test_a_pretrained_folder_without_weights_is_refused_when_the_config_is_read(tmp_path):
+    from im2flow2act.core.config import ConfigError
+    from im2flow2act.policies.pipeline import PretrainedConfig
+
+    (tmp_path / "policy").mkdir()
+    (tmp_path / "policy" / "config.json").write_text("{}")
+    with pytest.raises(
+        ConfigError, match=r"pretrained.policy: .*policy is not a model folder \(no model.safetensors\)"
+    ):
+        PipelineConfig(pretrained=PretrainedConfig(policy=str(tmp_path / "policy")))
+    with pytest.raises(ConfigError, match="plan source"):
+        PipelineConfig(plans=["dreamed"])
 
 
 def test_release_script_copies_the_run_models_with_cards_that_state_their_files(finished, tmp_path):
