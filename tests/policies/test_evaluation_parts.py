@@ -118,7 +118,12 @@ def test_unknown_names_fail_listing_the_registered_ones():
 
 def test_plan_options_come_from_the_eval_config_and_plan_args():
     cfg = EvalConfig(plan_source="generated", generator="g", num_flows=3, plan_args={"num_flows": 5})
-    assert plan_source_options(cfg) == {"generator": "g", "num_flows": 5, "moving_threshold_px": 10.0}
+    assert plan_source_options(cfg) == {
+        "generator": "g",
+        "num_flows": 5,
+        "moving_threshold_px": 10.0,
+        "plan_on_object": True,  # one setting for both plan sources
+    }
     tracked = plan_source_options(EvalConfig(plan_args={"grid": 8}))
     assert tracked["plan_tracker"] == "lk" and tracked["grid"] == 8 and tracked["plan_tracker_args"]
     assert plan_source_options(EvalConfig(plan_source="ground_truth")) == {}
