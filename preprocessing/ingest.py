@@ -32,6 +32,7 @@ from im2flow2act.core.config import ConfigError, save_config, to_dict
 from im2flow2act.core.processes import pool_map
 from im2flow2act.preprocessing.dataset import Episode, FlowDatasetWriter
 from im2flow2act.preprocessing.download import DownloadConfig, fetch, forget
+from im2flow2act.preprocessing.drift import DriftConfig, mark_drift, track_quality
 from im2flow2act.preprocessing.grounding import GROUNDERS, Box
 from im2flow2act.preprocessing.segmentation import SEGMENTERS
 from im2flow2act.preprocessing.sources import VideoItem, check_episode_name, episode_name_for
@@ -73,6 +74,10 @@ class IngestConfig:
     """Options of the chosen tracker's config (e.g. win_size for lk)."""
     moving_threshold_px: float = 2.5
     """A point whose visible positions span more than this (pixels of a 256 frame) is marked moving."""
+    drift: DriftConfig = field(default_factory=DriftConfig)
+    """After tracking, a point whose patch no longer matches its query frame's is made not visible
+    (preprocessing/drift.py); the episode records how many points stayed consistent to the end and the
+    summary warns below drift.warn_kept_to_end."""
     resample_frames: int = 32
     """Also store tracks resampled uniformly to this many frames (0 = don't); full-rate tracks are kept."""
     start: float = 0.0
@@ -206,11 +211,17 @@ class IngestResult:
     num_frames: int = 0
     num_points: int = 0
     moving_fraction: float = 0.0
+    kept_to_end: float = 0.0
+    """Share of the points still visible (tracked and consistent with their first look) in the last frame."""
+    drifted: float = 0.0
+    """Share of the points the drift check took away where the tracker still called them visible."""
     box: list[float] | None = None
     overlay: str | None = None
     seconds: float = 0.0
     notes: list[str] = field(default_factory=list)
     """What the read noticed about a written video (truncated, subsampled to the frame cap)."""
+    warnings: list[str] = field(default_factory=list)
+    """What the tracking noticed: few points consistent to the end (the flow is mostly not observed)."""
 
     @property
     def written(self) -> bool:
@@ -321,7 +332,15 @@ class Ingestor:
             queries = grid_in_mask(mask, cfg.grid_size**2)
         else:
             queries = grid_in_box(box.xyxy, cfg.grid_size)
-        tracks, visibility = self.tracker.track(frames, queries)
+        tracks, tracker_visibility = self.tracker.track(frames, queries)
+        visibility = mark_drift(frames, tracks, tracker_visibility, queries, cfg.drift)
+        quality = track_quality(visibility, tracker_visibility)
+        warnings = []
+        if cfg.drift.enabled and quality["kept_to_end"] < cfg.drift.warn_kept_to_end:
+            warnings.append(
+                f"low track quality: {quality['kept_to_end']:.0%} of points consistent to the end "
+                f"({quality['drifted']:.0%} drifted)"
+            )
         moving = moving_mask(tracks, visibility, cfg.moving_threshold_px)
         arrays: dict[str, np.ndarray] = {"moving": moving}
         if cfg.resample_frames:
@@ -348,6 +367,7 @@ class Ingestor:
                 "tracker": cfg.tracker,
                 "grounder": cfg.grounder,
                 "box_score": box.score,
+                "track_quality": quality,
                 "video_size": list(info.size),
                 "segment": item.segment,
                 "ingest_config": to_dict(cfg),
@@ -367,10 +387,13 @@ class Ingestor:
             num_frames=len(frames),
             num_points=len(queries),
             moving_fraction=float(moving.mean()),
+            kept_to_end=quality["kept_to_end"],
+            drifted=quality["drifted"],
             box=list(box.xyxy),
             overlay=overlay_path,
             seconds=time.perf_counter() - started,
             notes=list(d.notes),
+            warnings=warnings,
         )
 
     def _decode(self, item: VideoItem, video: Path) -> DecodedVideo:
@@ -541,21 +564,27 @@ def config_differences(stored: dict[str, Any], config: IngestConfig) -> list[str
 
 
 def summary_table(results: list[IngestResult], bad_inputs: list[Any] = ()) -> str:
-    lines = [f"{'episode':<28}{'status':<9}{'frames':>7}{'points':>7}{'moving':>8}{'seconds':>9}  note"]
+    head = f"{'episode':<28}{'status':<9}{'frames':>7}{'points':>7}{'moving':>8}{'kept':>6}{'seconds':>9}"
+    lines = [f"{head}  note"]
     for r in results:
-        note = "; ".join(text for text in (r.reason, *r.notes, r.overlay) if text)
+        note = "; ".join(text for text in (r.reason, *r.warnings, *r.notes, r.overlay) if text)
         lines.append(
             f"{r.name[:27]:<28}{r.status:<9}{r.num_frames:>7}{r.num_points:>7}"
-            f"{r.moving_fraction:>8.0%}{r.seconds:>9.1f}  {note}"
+            f"{r.moving_fraction:>8.0%}{r.kept_to_end if r.written else 0:>6.0%}{r.seconds:>9.1f}  {note}"
         )
     for bad in bad_inputs:
-        lines.append(f"{str(bad.source)[:27]:<28}{'failed':<9}{'':>7}{'':>7}{'':>8}{'':>9}  {bad.reason}")
+        lines.append(
+            f"{str(bad.source)[:27]:<28}{'failed':<9}{'':>7}{'':>7}{'':>8}{'':>6}{'':>9}  {bad.reason}"
+        )
     done = sum(r.written for r in results)
     failed = sum(r.status == "failed" for r in results) + len(bad_inputs)
     skipped = sum(r.status == "skipped" for r in results)
     frames = sum(r.num_frames for r in results)
     noted = sum(bool(r.notes) for r in results)
     flagged = f"; {noted} with decode notes (truncated or subsampled: see note)" if noted else ""
+    warned = sum(bool(r.warnings) for r in results)
+    if warned:
+        flagged += f"; {warned} with low track quality (see note)"
     lines.append(f"{done} written, {skipped} skipped, {failed} failed; {frames} frames{flagged}")
     return "\n".join(lines)
 
@@ -572,6 +601,7 @@ def write_summary(
         "failed": sum(r.status == "failed" for r in results) + len(bad_inputs),
         "frames": sum(r.num_frames for r in results),
         "with_notes": sum(bool(r.notes) for r in results),
+        "low_track_quality": sum(bool(r.warnings) for r in results),
         "episodes": [asdict(r) for r in results],
         "bad_inputs": [{"source": b.source, "reason": b.reason} for b in bad_inputs],
     }
