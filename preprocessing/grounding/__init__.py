@@ -1,7 +1,7 @@
-"""Find the object a prompt names: ``motion`` (no weights), ``manifest`` (a given box), ``grounding-dino``
-and ``owlv2`` (transformers), picked by name from ``GROUNDERS``."""
+"""Find the object a prompt names: ``hand-object`` and ``motion`` (no download), ``manifest`` (a given box),
+``grounding-dino`` and ``owlv2`` (transformers), picked by name from ``GROUNDERS``."""
 
-from im2flow2act.preprocessing.grounding import given, hf, motion  # noqa: F401  (registers the grounders)
+from im2flow2act.preprocessing.grounding import given, hands, hf, motion  # noqa: F401  (registers the grounders)
 from im2flow2act.preprocessing.grounding.base import (
     GROUNDERS,
     Box,
