@@ -82,6 +82,7 @@ def test_every_committed_config_loads_into_its_dataclass(relpath):
 
 PRESETS = {
     "configs/pipeline/full.yaml": PipelineConfig,
+    "configs/pipeline/demo.yaml": PipelineConfig,  # its models/ paths are checked: run from the repo root
     "configs/policy/train_reference.yaml": TrainConfig,
     "configs/policy/train_medium.yaml": TrainConfig,
 }
