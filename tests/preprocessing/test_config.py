@@ -143,7 +143,7 @@ def test_presets_resolve_by_name_or_path(tmp_path):
         _, stage, file = relpath.split("/")
         shipped = resolve_preset(stage, Path(file).stem)
         assert shipped.read_text() == (REPO / relpath).read_text()
-    assert preset_names("pipeline") == ["full", "quick"]
+    assert preset_names("pipeline") == ["demo", "full", "quick"]
     own = tmp_path / "mine.yaml"
     own.write_text("name: mine\n")
     assert resolve_preset("pipeline", own) == own
