@@ -147,7 +147,7 @@ def test_presets_resolve_by_name_or_path(tmp_path):
     own = tmp_path / "mine.yaml"
     own.write_text("name: mine\n")
     assert resolve_preset("pipeline", own) == own
-    with pytest.raises(ConfigError, match="unknown pipeline preset 'quik'; shipped: full, quick"):
+    with pytest.raises(ConfigError, match="unknown pipeline preset 'quik'; shipped: demo, full, quick"):
         resolve_preset("pipeline", "quik")
     with pytest.raises(ConfigError, match="config file not found: .*absent.yaml"):
         resolve_preset("policy", tmp_path / "absent.yaml")
