@@ -241,6 +241,7 @@ def evaluate(cfg: EvalConfig, out_dir: str | Path, progress: bool = True) -> dic
     PLAN_SOURCES.entry(cfg.plan_source)
     check_online_tracker(cfg.tracker)
     log = EpisodeLog(out_dir, cfg)
+    _prepare(cfg)  # here too: a wrong model folder fails before any work, and one worker runs here
     demos = FlowDataset(cfg.demos)
     if demos.kind not in ("sim_demo", "play"):
         raise DatasetError(cfg.demos, f"is a {demos.kind!r} dataset; evaluation needs sim_demo or play")
@@ -253,8 +254,6 @@ def evaluate(cfg: EvalConfig, out_dir: str | Path, progress: bool = True) -> dic
         if (task, v.name) not in log.done
     ]
     workers = min(cfg.workers, len(todo))
-    if todo and workers <= 1:
-        _prepare(cfg)  # here, with this process's threads
     threads = max(1, (os.cpu_count() or 1) // max(workers, 1))
     label = f"eval {','.join(cfg.tasks)} ({cfg.plan_source}, {cfg.tracker})"
     try:
