@@ -88,7 +88,7 @@ class PipelineConfig:
     def __post_init__(self) -> None:
         check_range("workers", self.workers, low=1)
         check_range("demos", self.demos, low=1)
-        check_range("eval_episodes", self.eval_episodes, low=1, high=self.demos)
+        check_range("eval_episodes", self.eval_episodes, low=1)
         check_range("expert_episodes", self.expert_episodes, low=0)
         for plan in self.plans:
             try:
