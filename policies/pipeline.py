@@ -54,6 +54,18 @@ class PretrainedConfig:
     policy: str = ""
     """A flow-policy model folder: play and policy training are skipped."""
 
+    def check_folders(self) -> None:
+        """Refuse a folder without its config or weights before any stage runs (relative paths are read
+        from where the command runs, so this is checked at run time, not when the config is read)."""
+        for kind, folder in (("generator", self.generator), ("policy", self.policy)):
+            missing = [f for f in ("config.json", "model.safetensors") if not (Path(folder) / f).is_file()]
+            if folder and missing:
+                raise ConfigError(
+                    f"pretrained.{kind}: {folder} is not a model folder (no {' or '.join(missing)}); the "
+                    "released weights are not kept in git: train them with `pipeline run --preset full` and "
+                    "copy them with `scripts/release_models.py --run <run>`, or give a model folder"
+                )
+
 
 @dataclass
 class PipelineConfig:
@@ -95,17 +107,11 @@ class PipelineConfig:
                 PLAN_SOURCES.entry(plan)
             except UnknownComponentError as err:
                 raise ConfigError(f"plans: {err}") from None
-        for kind, folder in (("generator", self.pretrained.generator), ("policy", self.pretrained.policy)):
-            missing = [f for f in ("config.json", "model.safetensors") if not (Path(folder) / f).is_file()]
-            if folder and missing:
-                raise ConfigError(
-                    f"pretrained.{kind}: {folder} is not a model folder (no {' or '.join(missing)}); "
-                    "train one with the full preset, or give a folder with config.json and model.safetensors"
-                )
 
 
 class Pipeline:
     def __init__(self, config: PipelineConfig, out_dir: str | Path, progress: bool = True) -> None:
+        config.pretrained.check_folders()
         self.config = config
         self.out = Path(out_dir)
         self.progress = progress

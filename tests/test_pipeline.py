@@ -151,16 +151,18 @@ def test_pretrained_models_are_evaluated_without_training_anything(finished, tmp
     assert "Pretrained models (not trained in this run)" in report and "scripted expert" not in report
 
 
-def test_a_pretrained_folder_without_weights_is_refused_when_the_config_is_read(tmp_path):
+def test_a_pretrained_folder_without_weights_is_refused_before_any_stage(tmp_path):
     from im2flow2act.core.config import ConfigError
     from im2flow2act.policies.pipeline import PretrainedConfig
 
     (tmp_path / "policy").mkdir()
     (tmp_path / "policy" / "config.json").write_text("{}")
+    config = PipelineConfig(pretrained=PretrainedConfig(policy=str(tmp_path / "policy")))
     with pytest.raises(
         ConfigError, match=r"pretrained.policy: .*policy is not a model folder \(no model.safetensors\)"
     ):
-        PipelineConfig(pretrained=PretrainedConfig(policy=str(tmp_path / "policy")))
+        Pipeline(config, tmp_path / "run", progress=False)
+    assert not (tmp_path / "run").exists()  # nothing written
     with pytest.raises(ConfigError, match="plan source"):
         PipelineConfig(plans=["dreamed"])
 

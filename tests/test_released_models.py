@@ -1,5 +1,5 @@
 """The released models under models/: each card agrees with its config and, where the weights are here
-(``scripts/release_models.py --run <run>`` puts them there), with its weights
+(they are not kept in git: ``scripts/release_models.py --run <run>`` puts them there), with its weights
 (size, SHA-256, tensor elements, dtypes), and the model loads and runs one forward pass on a real input."""
 
 from __future__ import annotations
@@ -26,7 +26,8 @@ def front_matter(card: Path) -> dict:
 
 def with_weights(folder: Path) -> Path:
     weights = folder / "model.safetensors"
-    assert weights.is_file(), f"{folder.name}'s weights are missing: the release is config, card and weights"
+    if not weights.is_file():
+        pytest.skip(f"{folder.name}'s weights are not in this checkout (not kept in git)")
     return weights
 
 
