@@ -207,6 +207,7 @@ def _prepare(cfg: EvalConfig, threads: int | None = None) -> None:
         policy=load_policy(cfg.policy),
         plans=build_plan_source(cfg),
         tracker=build_online_tracker(cfg.tracker, cfg.tracker_args),
+        demos=FlowDataset(cfg.demos),
         envs={},
     )
 
@@ -221,7 +222,7 @@ def _run_episode(job: tuple[str, str, str | None]) -> EpisodeResult:
     """One held-out demonstration's rollout in the prepared process."""
     task, name, video = job
     w, cfg = _WORKER, _WORKER["cfg"]
-    view = FlowDataset(cfg.demos)[name]
+    view = w["demos"][name]
     env = w["envs"].get(task)
     if env is None:
         env = w["envs"][task] = SimEnv(task, "robot", SceneConfig(image_size=view.frame_size))
@@ -242,7 +243,7 @@ def evaluate(cfg: EvalConfig, out_dir: str | Path, progress: bool = True) -> dic
     check_online_tracker(cfg.tracker)
     log = EpisodeLog(out_dir, cfg)
     _prepare(cfg)  # here too: a wrong model folder fails before any work, and one worker runs here
-    demos = FlowDataset(cfg.demos)
+    demos = _WORKER["demos"]
     if demos.kind not in ("sim_demo", "play"):
         raise DatasetError(cfg.demos, f"is a {demos.kind!r} dataset; evaluation needs sim_demo or play")
     chosen = {t: [v for v in demos if v.attrs.get("task_name") == t][-cfg.episodes :] for t in cfg.tasks}

@@ -24,12 +24,13 @@ from typing import Any
 
 import numpy as np
 
+from im2flow2act.core.checkpoint import read_model_config
 from im2flow2act.core.config import ConfigError, check_range, save_config
 from im2flow2act.core.registry import UnknownComponentError
 from im2flow2act.im2flow.data import ClipConfig, build_clips
 from im2flow2act.im2flow.evaluate import FlowEvalConfig
 from im2flow2act.im2flow.evaluate import evaluate as evaluate_flow
-from im2flow2act.im2flow.generator import load_generator
+from im2flow2act.im2flow.generator import GeneratorConfig
 from im2flow2act.im2flow.train import EXPORT, FlowTrainConfig, FlowTrainer
 from im2flow2act.policies.evaluate import PLAN_SOURCES, EvalConfig
 from im2flow2act.policies.evaluate import evaluate as evaluate_policy
@@ -211,7 +212,8 @@ class Pipeline:
         c = self.config
         data = [str(self.folder("ingest") / "dataset.zarr")]
         if c.pretrained.generator:  # evaluate it on the clips, train nothing
-            flow = load_generator(c.pretrained.generator).config.flow
+            generator = read_model_config(Path(c.pretrained.generator), "flow_generator", GeneratorConfig)
+            flow = generator.flow  # the clips its evaluation needs (the weights load there, once)
             clips = ClipConfig(flow, c.flow.tracker, c.flow.tracker_args, c.eval_episodes)
             build_clips(data, clips, folder / "clips.npz", self.progress)
             flow_eval = FlowEvalConfig(
