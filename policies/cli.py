@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from im2flow2act.core.checkpoint import CheckpointError
+from im2flow2act.core.cli_options import AddressOpt, ExecutorOpt, GpusOpt, executor_config
 from im2flow2act.core.config import ConfigError, check_out_folder, check_range, load_config, replace_checked
 from im2flow2act.core.presets import resolve_preset
 from im2flow2act.core.registry import UnknownComponentError
@@ -38,7 +39,7 @@ TaskOpt = Annotated[
     list[str] | None, typer.Option("--task", help="Task(s) to run (repeat); default: every registered task.")
 ]
 EpisodesOpt = Annotated[int, typer.Option(help="Episodes per task.")]
-WorkersOpt = Annotated[int, typer.Option(help="Worker processes.")]
+WorkersOpt = Annotated[int, typer.Option(help="Worker processes, or Ray actors.")]
 OutOpt = Annotated[Path, typer.Option(help="Output folder: dataset.zarr, summary.json, videos/.")]
 VideosOpt = Annotated[bool, typer.Option("--videos/--no-videos", help="Write an mp4 per episode.")]
 SeedOpt = Annotated[int, typer.Option(help="Seed of the first episode; episode i uses seed + i.")]
@@ -48,7 +49,7 @@ OverridesArg = Annotated[
 ]
 
 
-def _run(mode: Mode, task, episodes, workers, out, videos, seed, config, overrides) -> None:
+def _run(mode: Mode, task, episodes, workers, out, videos, seed, config, overrides, where) -> None:
     try:
         check_range("--episodes", episodes, low=1)
         check_range("--workers", workers, low=1)
@@ -56,8 +57,8 @@ def _run(mode: Mode, task, episodes, workers, out, videos, seed, config, overrid
         options = {"episodes": episodes, "workers": workers, "videos": videos, "seed": seed}
         cfg = replace_checked(cfg, **options, **({"tasks": list(task)} if task else {}))
         check_out_folder(out)
-        summary = generate(mode, out, cfg)
-    except (ConfigError, UnknownComponentError, DatasetError) as err:
+        summary = generate(mode, out, cfg, executor=executor_config(*where))
+    except (ConfigError, UnknownComponentError, DatasetError, ConnectionError) as err:
         _fail(err)
     typer.echo(format_summary(summary))
     typer.echo(f"→ {out / 'dataset.zarr'}, {out / 'summary.json'}")
@@ -77,8 +78,12 @@ def _generation_command(mode: Mode, default_out: str, summary: str) -> None:
         seed: SeedOpt = 0,
         config: ConfigOpt = None,
         overrides: OverridesArg = None,
+        executor: ExecutorOpt = "local",
+        address: AddressOpt = None,
+        gpus_per_worker: GpusOpt = 0.0,
     ) -> None:
-        _run(mode, task, episodes, workers, out, videos, seed, config, overrides)
+        where = (executor, address, gpus_per_worker)
+        _run(mode, task, episodes, workers, out, videos, seed, config, overrides, where)
 
     command.__doc__ = summary
     sim_app.command(name=mode)(command)

@@ -9,6 +9,7 @@ from typing import Annotated
 
 import typer
 
+from im2flow2act.core.cli_options import AddressOpt, ExecutorOpt, GpusOpt, executor_config
 from im2flow2act.core.config import ConfigError, check_out_folder, load_config
 from im2flow2act.core.presets import resolve_preset
 from im2flow2act.core.registry import UnknownComponentError
@@ -46,18 +47,20 @@ def ingest(
     ] = "",
     box: Annotated[
         str,
-        typer.Option(
-            help="Object box x0,y0,x1,y1 in pixels of the first frame (implies --grounder manifest)."
-        ),
+        typer.Option(help="Object box x0,y0,x1,y1 in pixels of the first frame (used as given)."),
     ] = "",
     grounder: Annotated[
-        str | None, typer.Option(help="manifest | motion | grounding-dino | owlv2 (default: config).")
+        str | None,
+        typer.Option(help="auto | manifest | hand-object | motion | grounding-dino | owlv2 (default: auto)."),
     ] = None,
     segmenter: Annotated[str | None, typer.Option(help="Optional mask in the box: sam.")] = None,
     out: Annotated[
         Path, typer.Option(help="Output folder: dataset.zarr, overlays/, summary.json, ingest_config.yaml.")
     ] = Path("outputs/ingest"),
-    workers: Annotated[int, typer.Option(help="Worker processes (at least 1).")] = 1,
+    workers: Annotated[int, typer.Option(help="Worker processes, or Ray actors (at least 1).")] = 1,
+    executor: ExecutorOpt = "local",
+    address: AddressOpt = None,
+    gpus_per_worker: GpusOpt = 0.0,
     overlay: Annotated[
         bool | None,
         typer.Option("--overlay/--no-overlay", help="Overlay mp4 per episode (default: when ≤ 20 videos)."),
@@ -88,6 +91,7 @@ def ingest(
             cfg.segmenter = segmenter
         if overlay is not None:
             cfg.overlay = overlay
+        where = executor_config(executor, address, gpus_per_worker)
     except (ConfigError, ValueError) as err:
         _fail(err)
     if workers < 1:
@@ -116,8 +120,8 @@ def ingest(
         _fail(err)
     started = time.perf_counter()
     try:
-        results = ingest_batch(items, cfg, out, workers=workers)
-    except (ConfigError, UnknownComponentError, ModelNotAvailable, DatasetError) as err:
+        results = ingest_batch(items, cfg, out, workers=workers, executor=where)
+    except (ConfigError, UnknownComponentError, ModelNotAvailable, DatasetError, ConnectionError) as err:
         suggestion = f"\n(no weights needed: {err.alternative})" if isinstance(err, ModelNotAvailable) else ""
         _fail(f"{err}{suggestion}")
     typer.echo(summary_table(results, bad))

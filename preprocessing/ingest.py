@@ -29,7 +29,7 @@ import zarr
 from tqdm import tqdm
 
 from im2flow2act.core.config import ConfigError, save_config, to_dict
-from im2flow2act.core.processes import pool_map
+from im2flow2act.core.processes import ExecutorConfig, pool_map
 from im2flow2act.preprocessing.dataset import Episode, FlowDatasetWriter
 from im2flow2act.preprocessing.download import DownloadConfig, fetch, forget
 from im2flow2act.preprocessing.drift import DriftConfig, mark_drift, track_quality
@@ -63,13 +63,17 @@ class IngestConfig:
     """(width, height) frames are resized to for grounding, tracking and storage (the reference's 256×256)."""
     grid_size: int = 32
     """Queries: a grid_size × grid_size grid in the object box (32 → 1024 points), or as many in the mask."""
-    grounder: str = "manifest"
-    """How the object is found: manifest (a given box), motion, grounding-dino, owlv2."""
+    grounder: str = "auto"
+    """How the object is found: auto (the input's box when it has one, else hand-object — motion when the
+    palm detector is not installed), manifest (a given box only), hand-object, motion, grounding-dino,
+    owlv2."""
     grounder_args: dict[str, Any] = field(default_factory=dict)
     segmenter: str | None = None
     """Optional mask inside the box: sam (query points then lie on the object only)."""
     segmenter_args: dict[str, Any] = field(default_factory=dict)
-    tracker: str = "lk"
+    tracker: str = "object-lk"
+    """How the points are tracked: object-lk (LK held together by the object's motion; no weights), lk,
+    cotracker3 (weights), … (preprocessing/trackers)."""
     tracker_args: dict[str, Any] = field(default_factory=dict)
     """Options of the chosen tracker's config (e.g. win_size for lk)."""
     moving_threshold_px: float = 2.5
@@ -365,7 +369,7 @@ class Ingestor:
             arrays=arrays,
             attrs={
                 "tracker": cfg.tracker,
-                "grounder": cfg.grounder,
+                "grounder": getattr(self.grounder, "name", cfg.grounder),
                 "box_score": box.score,
                 "track_quality": quality,
                 "video_size": list(info.size),
@@ -476,9 +480,15 @@ def _ingest_one(args: tuple[VideoItem, bool]) -> IngestResult:
 
 
 def ingest_batch(
-    items: list[VideoItem], config: IngestConfig, out_dir: str | Path, workers: int = 1, progress: bool = True
+    items: list[VideoItem],
+    config: IngestConfig,
+    out_dir: str | Path,
+    workers: int = 1,
+    progress: bool = True,
+    executor: ExecutorConfig | None = None,
 ) -> list[IngestResult]:
-    """Ingest every item (in ``workers`` processes); results come back in input order, one per item.
+    """Ingest every item (in ``workers`` processes, or Ray actors with a ``ray`` executor: then ``out_dir``
+    and the videos must be paths every node sees); results come back in input order, one per item.
 
     Raises ConfigError before any work when ``workers`` < 1 or ``out_dir`` holds episodes made with a
     different config (:func:`check_stored_config`).
@@ -499,7 +509,7 @@ def ingest_batch(
     results: list[IngestResult | None] = [n if isinstance(n, IngestResult) else None for n in names]
     bar = tqdm(total=len(items), desc="ingest", unit="video", disable=not progress)
     bar.update(len(items) - len(jobs))
-    done = pool_map(_ingest_one, jobs, workers, _init_worker, (config, str(out_dir)))
+    done = pool_map(_ingest_one, jobs, workers, _init_worker, (config, str(out_dir)), executor=executor)
     for i, result in zip(todo, done, strict=True):
         results[i] = result
         bar.update()

@@ -33,7 +33,7 @@ PIP=("$VENV/bin/python" -m pip --disable-pip-version-check)
 # The hand-object grounder's palm detector ships inside the mediapipe 0.10.14 wheel; it is read with OpenCV,
 # so only the files are installed (--no-deps: mediapipe's own jax/protobuf<5/opencv-contrib stay out).
 if ! "$VENV/bin/python" -c "import importlib.util as u, sys; sys.exit(u.find_spec('mediapipe') is None)" 2>/dev/null; then
-  "${PIP[@]}" install -q --no-deps "mediapipe==0.10.14" || echo "setup: warning: no mediapipe wheel; the hand-object grounder falls back to motion" >&2
+  "${PIP[@]}" install -q --no-deps "mediapipe==0.10.14" || echo "setup: warning: no mediapipe wheel; the hand-object grounder is unavailable (ingest without a box grounds with motion)" >&2
 fi
 
 # Reinstall only when pyproject.toml changed since the last successful install.

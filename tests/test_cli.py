@@ -97,7 +97,7 @@ def test_ingest_real_clip_then_rerun_skips(tmp_path, clip_path):
         (["--box", BOX, "tracker=cotraker"], "unknown tracker 'cotraker'"),
         (["--box", BOX, "tracker_args.win=3"], "unknown config key 'win'"),
         (["--grounder", "grounding-dino", "grounder_args.model=./no/such/folder"], "does not exist"),
-        ([], "no object box"),
+        (["--grounder", "manifest"], "no object box"),
     ],
 )
 def test_bad_arguments_fail_before_any_work(tmp_path, clip_path, extra, message):

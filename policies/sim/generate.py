@@ -20,7 +20,7 @@ import numpy as np
 from tqdm import tqdm
 
 from im2flow2act.core.config import ConfigError, check_range, save_config
-from im2flow2act.core.processes import pool_map
+from im2flow2act.core.processes import ExecutorConfig, pool_map
 from im2flow2act.policies.sim.agents import DEFAULT_PLAY_MIX, PlayStyle, check_play_mix, follow, play_actions
 from im2flow2act.policies.sim.env import SimEnv
 from im2flow2act.policies.sim.record import RecordConfig, record
@@ -154,8 +154,15 @@ def _run_job(args: tuple[Mode, str, int, str, GenerateConfig]) -> JobResult:
         return JobResult(task, seed, name, "failed", seconds=time.perf_counter() - started, error=detail)
 
 
-def generate(mode: Mode, out_dir: str | Path, cfg: GenerateConfig, progress: bool = True) -> dict:
-    """Run every (task, seed) job, write ``summary.json`` and return it."""
+def generate(
+    mode: Mode,
+    out_dir: str | Path,
+    cfg: GenerateConfig,
+    progress: bool = True,
+    executor: ExecutorConfig | None = None,
+) -> dict:
+    """Run every (task, seed) job in ``cfg.workers`` processes (or Ray actors with a ``ray`` executor:
+    then ``out_dir`` must be a path every node sees), write ``summary.json`` and return it."""
     for task in cfg.tasks:
         TASKS.entry(task)  # unknown task names fail before any work
     out_dir = Path(out_dir)
@@ -169,7 +176,7 @@ def generate(mode: Mode, out_dir: str | Path, cfg: GenerateConfig, progress: boo
         for i in range(cfg.episodes)
     ]
     started = time.perf_counter()
-    done = pool_map(_run_job, jobs, cfg.workers, ordered=False)
+    done = pool_map(_run_job, jobs, cfg.workers, ordered=False, executor=executor)
     results = list(tqdm(done, total=len(jobs), desc=f"sim {mode}", unit="episode", disable=not progress))
     summary = summarise(mode, results, time.perf_counter() - started, cfg.workers)
     (out_dir / "summary.json").write_text(json.dumps(summary, indent=2))

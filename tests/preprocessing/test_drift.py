@@ -73,7 +73,7 @@ def test_drift_check_config_is_validated():
 def test_ingest_reports_track_quality_and_warns(tmp_path):
     """The whole cups clip tracked by LK from the labelled box: almost nothing survives to frame 300,
     which the episode, the result and the summary table say."""
-    cfg = IngestConfig(max_frames=120, overlay=False)
+    cfg = IngestConfig(max_frames=120, overlay=False, tracker="lk")
     ingestor = Ingestor(cfg, tmp_path)
     w, h = 1280, 720
     x0, y0, x1, y1 = CUPS["box"]

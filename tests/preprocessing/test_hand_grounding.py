@@ -68,3 +68,37 @@ def test_missing_palm_model_says_how_to_get_it(tmp_path):
         ModelNotAvailable, match=r"no palm_detection_full.tflite in .*pip install --no-deps mediapipe"
     ):
         GROUNDERS.build("hand-object", {"models": str(tmp_path)})
+
+
+def test_auto_grounder_uses_a_given_box_without_building_a_model():
+    from im2flow2act.preprocessing.grounding import Box
+
+    grounder = GROUNDERS.build("auto")
+    given = Box((0.1, 0.2, 0.3, 0.4))
+    assert grounder.ground(clip("cups", 2), "red cup", given) == [given]
+    assert grounder._grounder is None and grounder.name == "manifest"
+
+
+def test_auto_grounder_without_the_palm_model_falls_back_to_motion(tmp_path):
+    grounder = GROUNDERS.build("auto", {"fallback_args": {"hand-object": {"models": str(tmp_path)}}})
+    with pytest.warns(UserWarning, match="uses motion"):
+        boxes = grounder.ground(moving_square_video(), "square")
+    assert grounder.name == "motion" and boxes[0].area < 0.2
+
+
+@needs_palm_model
+def test_ingest_without_a_box_grounds_the_carried_cup_by_default(tmp_path):
+    """The default ingest config on a real clip with no box: hand-object finds the cup, object-lk tracks."""
+    from im2flow2act.preprocessing.dataset import FlowDataset
+    from im2flow2act.preprocessing.ingest import IngestConfig, ingest_batch
+    from im2flow2act.preprocessing.sources import VideoItem
+
+    config = IngestConfig(grid_size=6, max_frames=48, overlay=False)
+    assert (config.grounder, config.tracker) == ("auto", "object-lk")
+    item = VideoItem(video=str(SHARED_VIDEOS / "cups.mp4"), task="cover the ball", object_prompt="red cup")
+    [result] = ingest_batch([item], config, tmp_path, progress=False)
+    assert result.status == "written", result
+    view = FlowDataset(tmp_path / "dataset.zarr")[result.name]
+    assert view.attrs["grounder"] == "hand-object" and view.attrs["tracker"] == "object-lk"
+    box = np.array(view.attrs["bbox"]) * 256
+    assert iou(box, LABELS["cups"]["box"]) >= 0.5, box.round()
