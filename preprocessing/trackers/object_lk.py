@@ -78,6 +78,7 @@ class ObjectLKTracker(OnlineTracker):
     # ----- offline -------------------------------------------------------------------------------------
     def track(self, frames: np.ndarray, queries: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         check_inputs(frames, queries)
+        cv2.setRNGSeed(0)  # RANSAC's samples: the same tracks for a video whatever ran before in this process
         t_total, h, w = frames.shape[:3]
         gray = [to_gray(f) for f in frames]
         start = np.rint(queries[:, 0]).astype(int)
@@ -127,6 +128,7 @@ class ObjectLKTracker(OnlineTracker):
         h, w = first_frame.shape[:2]
         px = to_pixels(xy, (w, h))
         member = self._membership(first_frame[None], np.zeros(len(xy), int), px)
+        cv2.setRNGSeed(0)
         self._online = {"frame": to_gray(first_frame), "pos": px, "size": (w, h), "member": member}
 
     def step(self, frame: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
