@@ -71,6 +71,10 @@ class FlowPolicyConfig:
     says where the object ends only in the image; this lifts it onto the scene, so the policy need not learn
     the camera's projection to place precisely. Needs ``point_attention`` and ``object_frame``. Off by
     default: it has not helped so far (docs/results/policies.md)."""
+    objective: str = "diffusion"
+    """diffusion: denoise a noised action chunk (DDIM); regression: the same network, given no noise (a zero
+    chunk at step 0), predicts the chunk directly with an MSE loss — one answer, the mean of what the
+    play shows from that state: the baseline that shows what diffusion adds."""
     condition_dropout: float = 0.0
     """Probability, per training sample, of replacing the flow condition (the remaining-flow embedding) by
     a learned null embedding, so that sampling can use classifier-free guidance on the flow."""
@@ -196,6 +200,10 @@ class FlowPolicy(nn.Module):
         self.point_proj = nn.Sequential(nn.Linear(3, half), nn.LayerNorm(half))
         self.visibility = nn.Embedding(2, c.dim)
         self.state_encoder = TokenTransformer(c.dim, c.state_depth, c.heads, positional=False)
+        if c.objective not in ("diffusion", "regression"):
+            raise ValueError(f"objective must be diffusion or regression, got {c.objective!r}")
+        if c.objective == "regression" and c.condition_dropout > 0:
+            raise ValueError("condition_dropout (flow guidance) needs objective diffusion")
         if c.frame_encoder not in ("transformer", "pointnet"):
             raise ValueError(f"frame_encoder must be transformer or pointnet, got {c.frame_encoder!r}")
         self.frame_encoder = self.state_encoder if c.frame_encoder == "transformer" else PointNetPool(c.dim)
@@ -318,11 +326,20 @@ class FlowPolicy(nn.Module):
             flow = torch.where(noise["drop_condition"], self.null_plan.expand_as(flow), flow)
         cond = torch.cat([parts["state"], flow, parts["proprio"]], dim=-1)
         actions = self.normalize_vectors("action", batch["action"], self.object_anchor(batch["points_3d"]))
-        eps, steps = noise["noise"].to(actions.dtype), noise["timesteps"]
-        noisy = self.scheduler.add_noise(actions, eps, steps)
-        denoise = F.mse_loss(self.head(noisy, steps, cond, parts["context"]), eps)
+        if self.config.objective == "regression":
+            denoise = F.mse_loss(self._regress(cond, parts["context"]), actions)
+        else:
+            eps, steps = noise["noise"].to(actions.dtype), noise["timesteps"]
+            noisy = self.scheduler.add_noise(actions, eps, steps)
+            denoise = F.mse_loss(self.head(noisy, steps, cond, parts["context"]), eps)
         align = F.mse_loss(parts["predicted_plan"], remaining.detach())
         return denoise + self.config.align_weight * align, {"denoise": denoise, "align": align}
+
+    def _regress(self, cond: torch.Tensor, context: torch.Tensor | None) -> torch.Tensor:
+        """The regression objective's answer: the head given a zero chunk at step 0 (no noise)."""
+        c = self.config
+        zeros = torch.zeros(len(cond), c.pred_horizon, c.action_dim, device=cond.device, dtype=cond.dtype)
+        return self.head(zeros, torch.zeros(len(cond), dtype=torch.long, device=cond.device), cond, context)
 
     def compute_loss(
         self, batch: dict[str, torch.Tensor], noise: dict[str, torch.Tensor] | None = None
@@ -363,6 +380,9 @@ class FlowPolicy(nn.Module):
         parts = self.encode(batch)
         cond = torch.cat([parts["state"], parts["predicted_plan"], parts["proprio"]], dim=-1)
         context = parts["context"]
+        anchor = self.object_anchor(batch["points_3d"])
+        if c.objective == "regression":  # one deterministic pass, kept to the normalised range
+            return self.unnormalize_actions(self._regress(cond, context).clamp(-1.0, 1.0), anchor)
         b = len(cond)
         if guided:  # one pass over [with flow; null flow]
             null = torch.cat([parts["state"], self.null_plan.expand(b, -1), parts["proprio"]], dim=-1)
@@ -377,4 +397,4 @@ class FlowPolicy(nn.Module):
                 flow, unconditioned = noise.chunk(2)
                 noise = unconditioned + scale * (flow - unconditioned)
             actions = self.scheduler.step(noise, step, actions, generator=generator).prev_sample
-        return self.unnormalize_actions(actions, self.object_anchor(batch["points_3d"]))
+        return self.unnormalize_actions(actions, anchor)

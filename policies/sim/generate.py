@@ -142,6 +142,8 @@ def _run_job(args: tuple[Mode, str, int, str, GenerateConfig]) -> JobResult:
         rollout = record(_ENVS[key], seed, agent_for(mode, cfg), cfg.record)
         if mode == "play":  # play has no goal: the scene is recorded, the instruction is not
             rollout.episode.task = PLAY_TASK
+        if mode == "demos":  # which of the task's demonstration modes this one took (multimodality)
+            rollout.episode.attrs["human_mode"] = _ENVS[key].task.last_mode
         writer.write(name, rollout.episode)
         if cfg.videos:
             ep = rollout.episode

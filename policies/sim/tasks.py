@@ -64,6 +64,10 @@ class Surface:
     """How far from the centre a set-down object's centre may go and still stand on the top."""
 
 
+DETOURS = ("left", "right")
+"""The sphere's detour sides on its longest move (seen from above, facing the way it moves)."""
+
+
 @dataclass
 class TaskConfig:
     """Nothing to set yet; tasks are chosen by name. Kept so every registry entry has a config."""
@@ -76,9 +80,19 @@ class Task(ABC):
     tracked: tuple[str, ...] = ()
     """Bodies (or the flex ``cloth``) whose surface points get ground-truth tracks."""
     sphere_home = np.array([0.0, -0.25, 0.3])
+    modes: tuple[str, ...] = ()
+    """The sphere demonstration's discrete choices (its multimodality): the side of its detour ("left" or
+    "right" of the direction of the longest move, seen from above) and, for the cloth, which corner it
+    folds, joined by "+". ``human(..., mode=...)`` forces one; ``last_mode`` is the one the last call took."""
 
     def __init__(self, config: TaskConfig | None = None) -> None:
         self.config = config or TaskConfig()
+        self.last_mode = ""
+
+    def _check_mode(self, mode: str | None) -> None:
+        if mode is not None and mode not in self.modes:
+            modes = ", ".join(self.modes) or "none"
+            raise ValueError(f"{self.name}: unknown demonstration mode {mode!r}; modes: {modes}")
 
     @abstractmethod
     def mjcf(self) -> tuple[list[str], list[str]]:
@@ -96,8 +110,11 @@ class Task(ABC):
         """Waypoints of the scripted robot expert from the current state."""
 
     @abstractmethod
-    def human(self, model: mujoco.MjModel, data: mujoco.MjData, rng: np.random.Generator) -> list[Waypoint]:
-        """Waypoints of the sphere agent from the current state (randomised)."""
+    def human(
+        self, model: mujoco.MjModel, data: mujoco.MjData, rng: np.random.Generator, mode: str | None = None
+    ) -> list[Waypoint]:
+        """Waypoints of the sphere agent from the current state (randomised; ``mode`` forces its discrete
+        choices, one of ``modes``, and leaves the rest of the draws as they would be)."""
 
     def grasp_points(self, model: mujoco.MjModel, data: mujoco.MjData) -> dict[str, np.ndarray]:
         """Where the sphere agent can take hold: attachment name → world position."""
@@ -240,8 +257,12 @@ class PickPlace(_TableTask):
             Waypoint(place + [0, 0, 0.15], OPEN, 8, rot),
         ]
 
-    def human(self, model, data, rng):
-        return _humanise(self._place(model, data, rng, grasp_jitter=0.015), rng)
+    modes = DETOURS
+
+    def human(self, model, data, rng, mode=None):
+        self._check_mode(mode)
+        waypoints, self.last_mode = _humanise(self._place(model, data, rng, grasp_jitter=0.015), rng, mode)
+        return waypoints
 
 
 @TASKS.register("pour", TaskConfig)
@@ -273,8 +294,12 @@ class Pour(_TableTask):
             Waypoint(over, CLOSED, 6, tip @ rot),
         ]
 
-    def human(self, model, data, rng):
-        return _humanise(self._pour(model, data, rng, grasp_jitter=0.015), rng)
+    modes = DETOURS
+
+    def human(self, model, data, rng, mode=None):
+        self._check_mode(mode)
+        waypoints, self.last_mode = _humanise(self._pour(model, data, rng, grasp_jitter=0.015), rng, mode)
+        return waypoints
 
 
 # --------------------------------------------------------------------------- drawer
@@ -333,8 +358,10 @@ class OpenDrawer(Task):
             Waypoint(pulled + [0, 0, 0.12], OPEN, 6, rot),
         ]
 
-    def human(self, model, data, rng):
-        return _humanise(self.expert(model, data, rng), rng)
+    def human(self, model, data, rng, mode=None):
+        self._check_mode(mode)  # the pull is too short for a detour: one mode
+        waypoints, self.last_mode = _humanise(self.expert(model, data, rng), rng)
+        return waypoints
 
 
 # --------------------------------------------------------------------------- cloth
@@ -410,12 +437,25 @@ class FoldCloth(Task):
             Waypoint(drop + [0, 0, 0.07], OPEN, 8, rot),
         ]
 
-    def human(self, model, data, rng):
-        return _humanise(self._fold(model, data, pair=int(rng.integers(2))), rng)
+    modes = tuple(f"{pair[0]}+{side}" for pair in fold_pairs for side in ("left", "right"))
+
+    def human(self, model, data, rng, mode=None):
+        self._check_mode(mode)
+        pair = int(rng.integers(2))
+        corner, side = mode.split("+") if mode else (None, None)
+        if corner is not None:
+            pair = [p[0] for p in self.fold_pairs].index(corner)
+        waypoints, side = _humanise(self._fold(model, data, pair=pair), rng, side)
+        self.last_mode = f"{self.fold_pairs[pair][0]}+{side}"
+        return waypoints
 
 
-def _humanise(waypoints: list[Waypoint], rng: np.random.Generator) -> list[Waypoint]:
-    """Random timing (±30 %) and a detour left or right on the longest move: multimodal demonstrations."""
+def _humanise(
+    waypoints: list[Waypoint], rng: np.random.Generator, side: str | None = None
+) -> tuple[list[Waypoint], str]:
+    """Random timing (±30 %) and a detour left or right on the longest move: multimodal demonstrations.
+    Returns the waypoints and the detour's side ("" when no move is long enough); ``side`` forces it
+    without changing the other draws."""
     out = [
         Waypoint(w.position.copy(), w.gripper, max(2, round(w.steps * rng.uniform(0.7, 1.3))), w.rotation)
         for w in waypoints
@@ -424,13 +464,16 @@ def _humanise(waypoints: list[Waypoint], rng: np.random.Generator) -> list[Waypo
         moves = [np.linalg.norm(out[i].position - out[i - 1].position) for i in range(1, len(out))]
         i = int(np.argmax(moves)) + 1
         if moves[i - 1] > 0.15:
-            side = rng.choice([-1.0, 1.0])
+            drawn = DETOURS[0] if rng.choice([-1.0, 1.0]) > 0 else DETOURS[1]
+            side = side or drawn
             a, b = out[i - 1].position, out[i].position
             d = b - a
-            normal = np.array([-d[1], d[0], 0.0])
+            normal = np.array([-d[1], d[0], 0.0])  # d turned 90° anticlockwise seen from above: its left
             normal /= np.linalg.norm(normal) + 1e-9
-            via = (a + b) / 2 + side * 0.08 * normal + [0, 0, 0.05]
+            sign = 1.0 if side == "left" else -1.0
+            via = (a + b) / 2 + sign * 0.08 * normal + [0, 0, 0.05]
             half = max(2, out[i].steps // 2)
             out.insert(i, Waypoint(via, out[i].gripper, half, out[i].rotation))
             out[i + 1].steps = half
-    return out
+            return out, side
+    return out, ""

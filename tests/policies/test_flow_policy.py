@@ -506,3 +506,35 @@ def test_train_config_refuses_out_of_range_values_when_built():
     for key, value in (("workers", -1), ("batch_size", 0)):
         with pytest.raises(ConfigError, match=f"{key}={value} is out of range"):
             TrainConfig(**{key: value})
+
+
+def test_regression_objective_trains_the_same_network_to_one_deterministic_chunk(windows):
+    """The diffusion-vs-regression baseline: same network and data, an MSE on the chunk itself."""
+    torch.manual_seed(0)
+    config = replace(tiny_policy_config(), objective="regression")
+    policy = FlowPolicy(config)
+    diffusion = FlowPolicy(tiny_policy_config())
+    assert sum(p.numel() for p in policy.parameters()) == sum(p.numel() for p in diffusion.parameters())
+    policy.normalizer.fit(windows.statistics())
+    loader = DataLoader(windows, batch_size=32, shuffle=True, generator=torch.Generator().manual_seed(0))
+    batch = next(iter(loader))
+    optimizer = torch.optim.AdamW(policy.parameters(), lr=3e-3)
+    policy.eval()
+    with torch.no_grad():
+        before = policy.compute_loss(batch)["loss"].item()
+    policy.train()
+    for _ in range(60):
+        loss = policy.compute_loss(batch)["loss"]
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    policy.eval()
+    with torch.no_grad():
+        after = policy.compute_loss(batch)["loss"].item()
+    assert after < 0.5 * before, (before, after)
+    one = {k: v[:2] for k, v in batch.items()}
+    first = policy.predict_action(one, generator=torch.Generator().manual_seed(0))
+    second = policy.predict_action(one, generator=torch.Generator().manual_seed(1))
+    assert first.shape == (2, 16, 10) and torch.equal(first, second)  # no noise: one answer per state
+    with pytest.raises(ValueError, match="objective must be diffusion or regression"):
+        FlowPolicy(replace(tiny_policy_config(), objective="mse"))
