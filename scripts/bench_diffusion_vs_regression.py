@@ -1,0 +1,268 @@
+"""Diffusion against regression for flows: does im2flow keep the demonstrations' modes a regressor averages?
+
+    MUJOCO_GL=egl .venv/bin/python scripts/bench_diffusion_vs_regression.py
+        [--tasks pick_place pour fold_cloth] [--demos 30] [--layouts 6] [--steps 1500] [--samples 8]
+        [--work outputs/bench/diffusion_vs_regression] [--picture docs/results/diffusion_vs_regression.png]
+        [--out outputs/bench/diffusion_vs_regression.jsonl]
+
+One run, on this machine:
+
+1. sphere demonstrations of each task (``sim demos``' seeds 0…, every mode drawn at random, as the
+   pipeline makes them) train two generators with the same network, data, steps, batch and seed — one
+   with the diffusion objective (im2flow), one with plain MSE regression;
+2. ``--layouts`` held-out layouts per task (seeds from ``HELD_OUT_SEED``, never trained on) are
+   demonstrated once per mode of the task (``Task.modes``: the detour's side; for the cloth also the
+   corner), each mode forced, so every layout has one true flow per mode (LK on the rendered video, as
+   training clips are made);
+3. per layout, ``--samples`` diffusion samples and the regressor's one answer from the first frame and
+   the instruction are classified by mode (``im2flow/modes.py``).
+
+Prints per task: the share of layouts where the K samples cover every mode, the mean number of modes
+covered, and for the first diffusion sample and the regressor's answer their distance to the nearest
+mode's true flow and to the modes' mean flow (pixels of a 256-pixel frame, weighted to where the modes
+differ); appends a JSON row; draws, for the first layout, the true flows of every mode, the K samples
+and the regressor's answer over the first frame. Each stage is kept in ``--work`` and reused by a rerun.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+HELD_OUT_SEED = 50_000
+"""First seed of the held-out layouts: far from the training demonstrations' 0…demos-1."""
+COLOURS = {0: (0, 200, 0), 1: (0, 120, 255), 2: (255, 160, 0), 3: (200, 0, 200)}
+
+
+def mode_demonstrations(tasks: list[str], layouts: int, size: int, store: Path) -> None:
+    """One sphere demonstration per (task, held-out layout, mode), the mode forced; resumable."""
+    from im2flow2act.policies.sim.agents import follow
+    from im2flow2act.policies.sim.env import SimEnv
+    from im2flow2act.policies.sim.record import record
+    from im2flow2act.policies.sim.scene import SceneConfig
+    from im2flow2act.preprocessing.dataset import FlowDatasetWriter
+
+    writer = FlowDatasetWriter(store, kind="sim_demo")
+    for task in tasks:
+        with SimEnv(task, "sphere", SceneConfig(image_size=(size, size))) as env:
+            for k in range(layouts):
+                seed = HELD_OUT_SEED + k
+                for mode in env.task.modes:
+                    name = layout_name(task, seed) + "__" + mode.replace("+", "-")
+                    if writer.has(name):
+                        continue
+
+                    def agent(e, rng, mode=mode):
+                        return follow(e, e.task.human(e.model, e.data, rng, mode=mode))
+
+                    episode = record(env, seed, agent).episode
+                    episode.attrs["human_mode"] = env.task.last_mode
+                    writer.write(name, episode)
+                print(f"{task} layout {seed}: {len(env.task.modes)} modes", flush=True)
+
+
+def layout_name(task: str, seed: int) -> str:
+    return f"{task}_{seed:06d}"
+
+
+def parse_name(name: str) -> tuple[str, str]:
+    """A mode episode's name → (layout, mode)."""
+    layout, token = name.split("__")
+    return layout, token.replace("-", "+")
+
+
+def train(data: Path, run: Path, objective: str, steps: int) -> Path:
+    from im2flow2act.im2flow.train import EXPORT, FlowTrainConfig, FlowTrainer
+
+    config = FlowTrainConfig(data=[str(data)], held_out_per_task=0, max_steps=steps, batch_size=32)
+    config.generator.objective = objective
+    if not (run / EXPORT / "model.safetensors").is_file() or _steps_done(run) < steps:
+        print(f"training the {objective} generator, {steps} steps → {run}", flush=True)
+        FlowTrainer(config, run).fit()
+    return run / EXPORT
+
+
+def _steps_done(run: Path) -> int:
+    import csv
+
+    log = run / "metrics.csv"
+    if not log.is_file():
+        return 0
+    rows = list(csv.DictReader(log.open()))
+    return int(float(rows[-1]["step"])) + 1 if rows else 0
+
+
+def path_px(flow: np.ndarray, size: int) -> np.ndarray:
+    from im2flow2act.im2flow.modes import object_path
+
+    return (object_path(flow) * size).astype(np.int32)
+
+
+def draw(
+    image: np.ndarray, truth: dict, samples: np.ndarray, regressed: np.ndarray, title: str
+) -> np.ndarray:
+    """The layout's first frame (512 px) with each mode's true object path (coloured, thick), the K
+    diffusion samples (white, thin) and the regressor's answer (red, dashed)."""
+    size = 512
+    img = cv2.resize(image, (size, size), interpolation=cv2.INTER_CUBIC)[:, :, ::-1].copy()
+    for k, (mode, flow) in enumerate(truth.items()):
+        cv2.polylines(img, [path_px(flow, size)], False, COLOURS[k % 4], 5, cv2.LINE_AA)
+        cv2.putText(img, f"true: {mode}", (8, 50 + 22 * k), cv2.FONT_HERSHEY_SIMPLEX, 0.6, COLOURS[k % 4], 2)
+    for s in samples:
+        cv2.polylines(img, [path_px(s, size)], False, (255, 255, 255), 1, cv2.LINE_AA)
+    reg = path_px(regressed, size)
+    for a, b in zip(reg[:-1:2], reg[1::2], strict=False):
+        cv2.line(img, tuple(int(v) for v in a), tuple(int(v) for v in b), (0, 0, 255), 3, cv2.LINE_AA)
+    cv2.putText(img, title, (8, 24), cv2.FONT_HERSHEY_SIMPLEX, 0.6, (255, 255, 255), 2)
+    cv2.putText(
+        img,
+        "white: diffusion samples   red: regression",
+        (8, size - 12),
+        cv2.FONT_HERSHEY_SIMPLEX,
+        0.55,
+        (255, 255, 255),
+        2,
+    )
+    return img
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--tasks", nargs="+", default=["pick_place", "pour", "fold_cloth"])
+    parser.add_argument("--demos", type=int, default=30, help="training demonstrations per task")
+    parser.add_argument("--layouts", type=int, default=6, help="held-out layouts per task")
+    parser.add_argument("--steps", type=int, default=1500)
+    parser.add_argument("--samples", type=int, default=8)
+    parser.add_argument("--size", type=int, default=256)
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--work", type=Path, default=REPO / "outputs" / "bench" / "diffusion_vs_regression")
+    parser.add_argument("--picture", type=Path, default=None, help="also write the picture here")
+    parser.add_argument(
+        "--out", type=Path, default=REPO / "outputs" / "bench" / "diffusion_vs_regression.jsonl"
+    )
+    args = parser.parse_args()
+    os.environ.setdefault("MUJOCO_GL", "egl")
+
+    import torch
+
+    from im2flow2act.core.bench_log import append_row
+    from im2flow2act.im2flow.data import ClipConfig, build_clips
+    from im2flow2act.im2flow.evaluate import to_points
+    from im2flow2act.im2flow.generator import load_generator
+    from im2flow2act.im2flow.modes import mode_report
+    from im2flow2act.policies.sim.generate import GenerateConfig, generate
+
+    work = args.work
+    demos = work / "demos"
+    cfg = GenerateConfig(
+        tasks=list(args.tasks), episodes=args.demos, workers=args.workers, image_size=(args.size, args.size)
+    )
+    generate("demos", demos, cfg)
+    modes_store = work / "modes" / "dataset.zarr"
+    mode_demonstrations(args.tasks, args.layouts, args.size, modes_store)
+    generators = {
+        objective: load_generator(train(demos / "dataset.zarr", work / objective, objective, args.steps))
+        for objective in ("diffusion", "regression")
+    }
+    flow_config = generators["diffusion"].config.flow
+    clips, problems = build_clips(
+        [modes_store], ClipConfig(flow_config, "lk", {}, 0), work / "mode_clips.npz"
+    )
+    assert not problems, problems
+
+    layouts: dict[tuple[str, str], list[int]] = {}
+    for i, name in enumerate(clips.names):
+        layouts.setdefault((clips.tasks[i], parse_name(name)[0]), []).append(i)
+
+    rows, picture = [], None
+    order = {task: k for k, task in enumerate(args.tasks)}  # the picture shows the first task's first layout
+
+    def task_of(layout: str) -> str:
+        return layout.rsplit("_", 1)[0]
+
+    for (instruction, layout), index in sorted(
+        layouts.items(), key=lambda i: (order[task_of(i[0][1])], i[0][1])
+    ):
+        truth = {
+            parse_name(clips.names[i])[1]: to_points(
+                clips.flows[i], clips.queries[i], generators["diffusion"]
+            )
+            for i in index
+        }
+        first = index[0]
+        image = torch.from_numpy(clips.images[first : first + 1])
+        queries = torch.from_numpy(clips.queries[first : first + 1])
+        answers = {}
+        for objective, generator in generators.items():
+            k = args.samples if objective == "diffusion" else 1
+            flows = generator.generate(image, queries, [instruction], k, seed=first).numpy()[0]
+            answers[objective] = np.stack([to_points(f, clips.queries[first], generator) for f in flows])
+        reports = {objective: mode_report(answers[objective], truth) for objective in answers}
+        rows.append({"layout": layout, "instruction": instruction, "modes": len(truth), **reports})
+        d, r = reports["diffusion"], reports["regression"]
+        print(
+            f"{layout:<26} modes apart {d['modes_apart_px']:5.1f} px | diffusion covers {len(d['covered'])}/"
+            f"{len(truth)} ({', '.join(d['covered'])}) | regression → {r['modes'][0]}, "
+            f"{r['to_nearest_mode_px']:.1f} px from it, {r['to_mean_px']:.1f} px from the mean",
+            flush=True,
+        )
+        if picture is None:
+            picture = draw(clips.images[first], truth, answers["diffusion"], answers["regression"][0], layout)
+
+    print(
+        f"\nFlows: {args.samples} diffusion samples vs one regression answer, "
+        f"{args.layouts} held-out layouts per task, {args.demos} training demonstrations per task, "
+        f"{args.steps} steps each\n"
+    )
+    print(
+        "| task | modes | layouts | diffusion: K cover all modes | modes covered (mean) | diffusion sample → "
+        "nearest mode / mean (px) | regression → nearest mode / mean (px) | modes apart (px) |"
+    )
+    print("|---|---|---|---|---|---|---|---|")
+    summary = {}
+    for task in args.tasks:
+        sel = [row for row in rows if task_of(row["layout"]) == task]
+        if not sel:
+            continue
+        mean = lambda key, obj, sel=sel: float(np.mean([row[obj][key] for row in sel]))  # noqa: E731
+        summary[task] = {
+            "layouts": len(sel),
+            "modes": sel[0]["modes"],
+            "covers_all": float(np.mean([row["diffusion"]["covers_all"] for row in sel])),
+            "covered": float(np.mean([len(row["diffusion"]["covered"]) for row in sel])),
+            "diffusion_to_nearest": mean("to_nearest_mode_px", "diffusion"),
+            "diffusion_to_mean": mean("to_mean_px", "diffusion"),
+            "regression_to_nearest": mean("to_nearest_mode_px", "regression"),
+            "regression_to_mean": mean("to_mean_px", "regression"),
+            "modes_apart": mean("modes_apart_px", "diffusion"),
+        }
+        s = summary[task]
+        print(
+            f"| {task} | {s['modes']} | {s['layouts']} | {s['covers_all']:.0%} | {s['covered']:.1f} | "
+            f"{s['diffusion_to_nearest']:.1f} / {s['diffusion_to_mean']:.1f} | "
+            f"{s['regression_to_nearest']:.1f} / {s['regression_to_mean']:.1f} | {s['modes_apart']:.1f} |"
+        )
+    if picture is not None:
+        for path in [work / "picture.png", *([args.picture] if args.picture else [])]:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            cv2.imwrite(str(path), picture)
+            print(f"picture: {path}")
+    append_row(
+        args.out,
+        "diffusion_vs_regression",
+        demos=args.demos,
+        layouts=args.layouts,
+        steps=args.steps,
+        samples=args.samples,
+        summary=summary,
+        rows=rows,
+    )
+
+
+if __name__ == "__main__":
+    main()
