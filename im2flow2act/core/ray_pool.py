@@ -40,9 +40,6 @@ class RayWorker:
     def run(self, job: Callable[[Any], Any], item: Any) -> Any:
         return job(item)
 
-    def pid(self) -> int:
-        return os.getpid()
-
 
 def connect(executor: ExecutorConfig, workers: int) -> None:
     """Join ``executor.address``, or start a local Ray with at least ``workers`` CPUs (once per process)."""
