@@ -26,7 +26,7 @@ def as_flow(tracks: np.ndarray, visibility: np.ndarray) -> np.ndarray:
 def demonstrations(task: str, seed: int) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     """Per mode of ``task``: (its true flow, LK's flow of its rendered video from the same points)."""
     out = {}
-    with SimEnv(task, "sphere", SceneConfig(image_size=(128, 128))) as env:
+    with SimEnv(task, "sphere", SceneConfig(image_size=(96, 96))) as env:
         for mode in env.task.modes:
 
             def agent(e, rng, mode=mode):
@@ -40,9 +40,22 @@ def demonstrations(task: str, seed: int) -> dict[str, tuple[np.ndarray, np.ndarr
     return out
 
 
+@pytest.fixture(scope="module")
+def demos_of():
+    """Each task's forced-mode demonstrations of layout 7, made once for the module."""
+    made: dict[str, dict] = {}
+
+    def get(task: str) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+        if task not in made:
+            made[task] = demonstrations(task, seed=7)
+        return made[task]
+
+    return get
+
+
 @pytest.mark.parametrize("task", ["pick_place", "fold_cloth"])
-def test_each_modes_tracked_flow_is_classified_as_that_mode(task):
-    demos = demonstrations(task, seed=7)
+def test_each_modes_tracked_flow_is_classified_as_that_mode(task, demos_of):
+    demos = demos_of(task)
     truth = {mode: true for mode, (true, _) in demos.items()}
     assert len(truth) == {"pick_place": 2, "fold_cloth": 4}[task]
     for mode, (_, tracked) in demos.items():
@@ -51,8 +64,8 @@ def test_each_modes_tracked_flow_is_classified_as_that_mode(task):
     assert report["covers_all"] and report["modes_apart_px"] > 3.0
 
 
-def test_the_modes_average_lands_between_the_detours():
-    truth = {mode: true for mode, (true, _) in demonstrations("pick_place", seed=7).items()}
+def test_the_modes_average_lands_between_the_detours(demos_of):
+    truth = {mode: true for mode, (true, _) in demos_of("pick_place").items()}
     average = mean_flow(truth)
     report = mode_report(average[None], truth)
     assert report["to_mean_px"] < 0.5 and report["covers_all"] is False

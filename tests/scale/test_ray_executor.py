@@ -21,11 +21,20 @@ CLIPS = ["cups.mp4", "pillow.mp4", "backpack.mp4"]
 INGEST_FAST = ["max_frames=24", "grid_size=8", "--no-overlay"]
 
 
-@pytest.fixture
-def clips_and_a_bad_one(tmp_path) -> list[str]:
-    bad = tmp_path / "corrupt.mp4"
+@pytest.fixture(scope="module")
+def clips_and_a_bad_one(tmp_path_factory) -> list[str]:
+    bad = tmp_path_factory.mktemp("bad") / "corrupt.mp4"
     bad.write_bytes(b"\x00\x01 not a video" * 64)
     return [str(SHARED_VIDEOS / c) for c in CLIPS] + [str(bad)]
+
+
+@pytest.fixture(scope="module")
+def local_ingest(tmp_path_factory, clips_and_a_bad_one) -> tuple[Path, str]:
+    """The batch ingested by the local executor (one worker): the reference, made once."""
+    out = tmp_path_factory.mktemp("local") / "out"
+    done = run_cli("ingest", *clips_and_a_bad_one, "--out", str(out), *INGEST_FAST)
+    assert done.returncode == 0, done.stderr
+    return out, done.stdout
 
 
 def summary_rows(out: Path) -> dict:
@@ -34,10 +43,9 @@ def summary_rows(out: Path) -> dict:
 
 
 def test_ingest_through_ray_equals_the_local_executor_and_reports_the_bad_video(
-    tmp_path, clips_and_a_bad_one
+    tmp_path, clips_and_a_bad_one, local_ingest
 ):
-    local = run_cli("ingest", *clips_and_a_bad_one, "--out", str(tmp_path / "local"), *INGEST_FAST)
-    assert local.returncode == 0, local.stderr
+    local_out, local_stdout = local_ingest
     on_ray = run_cli(
         "ingest",
         *clips_and_a_bad_one,
@@ -50,12 +58,12 @@ def test_ingest_through_ray_equals_the_local_executor_and_reports_the_bad_video(
         *INGEST_FAST,
     )
     assert on_ray.returncode == 0, on_ray.stderr
-    assert store_differences(tmp_path / "local" / "dataset.zarr", tmp_path / "ray" / "dataset.zarr") == []
+    assert store_differences(local_out / "dataset.zarr", tmp_path / "ray" / "dataset.zarr") == []
     rows = summary_rows(tmp_path / "ray")
-    assert rows == summary_rows(tmp_path / "local")
+    assert rows == summary_rows(local_out)
     assert rows["corrupt"][0] == "failed" and "corrupt.mp4" in rows["corrupt"][1]
     assert {n for n, (s, _) in rows.items() if s == "written"} == {"cups", "pillow", "backpack"}
-    assert untimed_table(on_ray.stdout) == untimed_table(local.stdout)
+    assert untimed_table(on_ray.stdout) == untimed_table(local_stdout)
 
 
 def untimed_table(stdout: str) -> list[str]:
@@ -112,7 +120,7 @@ def wait_for(condition, timeout_s: float = 120.0) -> None:
         time.sleep(0.2)
 
 
-def test_a_killed_worker_is_restarted_and_its_video_retried(tmp_path, clips_and_a_bad_one):
+def test_a_killed_worker_is_restarted_and_its_video_retried(tmp_path, clips_and_a_bad_one, local_ingest):
     out = tmp_path / "ray"
     args = [*clips_and_a_bad_one, "--workers", "2", "--executor", "ray", "--out", str(out), *INGEST_FAST]
     job = start_ingest(args)
@@ -123,12 +131,12 @@ def test_a_killed_worker_is_restarted_and_its_video_retried(tmp_path, clips_and_
     assert job.returncode == 0, stderr
     rows = summary_rows(out)
     assert {n for n, (s, _) in rows.items() if s == "written"} == {"cups", "pillow", "backpack"}, rows
-    local = run_cli("ingest", *clips_and_a_bad_one, "--out", str(tmp_path / "local"), *INGEST_FAST)
-    assert local.returncode == 0, local.stderr
-    assert store_differences(tmp_path / "local" / "dataset.zarr", out / "dataset.zarr") == []
+    assert store_differences(local_ingest[0] / "dataset.zarr", out / "dataset.zarr") == []
 
 
-def test_a_killed_driver_leaves_whole_episodes_and_a_rerun_resumes(tmp_path, clips_and_a_bad_one):
+def test_a_killed_driver_leaves_whole_episodes_and_a_rerun_resumes(
+    tmp_path, clips_and_a_bad_one, local_ingest
+):
     out = tmp_path / "ray"
     args = [*clips_and_a_bad_one, "--workers", "2", "--executor", "ray", "--out", str(out), *INGEST_FAST]
     job = start_ingest(args)
@@ -140,7 +148,5 @@ def test_a_killed_driver_leaves_whole_episodes_and_a_rerun_resumes(tmp_path, cli
     wait_for(lambda: not ray_workers(), timeout_s=60)  # the actors die with the driver that owns them
     again = run_cli("ingest", *args)
     assert again.returncode == 0, again.stderr
-    local = run_cli("ingest", *clips_and_a_bad_one, "--out", str(tmp_path / "local"), *INGEST_FAST)
-    assert local.returncode == 0, local.stderr
-    assert store_differences(tmp_path / "local" / "dataset.zarr", store) == []
+    assert store_differences(local_ingest[0] / "dataset.zarr", store) == []
     assert "skipped" in again.stdout
