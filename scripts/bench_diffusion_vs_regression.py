@@ -81,20 +81,9 @@ def train(data: Path, run: Path, objective: str, steps: int) -> Path:
 
     config = FlowTrainConfig(data=[str(data)], held_out_per_task=0, max_steps=steps, batch_size=32)
     config.generator.objective = objective
-    if not (run / EXPORT / "model.safetensors").is_file() or _steps_done(run) < steps:
-        print(f"training the {objective} generator, {steps} steps → {run}", flush=True)
-        FlowTrainer(config, run).fit()
+    print(f"training the {objective} generator, {steps} steps → {run}", flush=True)
+    FlowTrainer(config, run).fit()  # resumes from the run's checkpoint; a finished run only re-exports
     return run / EXPORT
-
-
-def _steps_done(run: Path) -> int:
-    import csv
-
-    log = run / "metrics.csv"
-    if not log.is_file():
-        return 0
-    rows = list(csv.DictReader(log.open()))
-    return int(float(rows[-1]["step"])) + 1 if rows else 0
 
 
 def path_px(flow: np.ndarray, size: int) -> np.ndarray:

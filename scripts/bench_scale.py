@@ -67,16 +67,18 @@ def main() -> None:
     work = Path(tempfile.mkdtemp(prefix="bench_scale_"))
     runs = [("local", 1, None), ("local", 2, None), ("ray", 2, ray_exec)]
     rows = []
-    for kind, workers, executor in runs:
-        out = work / f"ingest_{kind}_{workers}"
+
+    def measure(job: str, kind: str, workers: int, run) -> None:
+        """Time ``run(out)`` (→ items written) into a fresh folder; check its episodes against local ×1."""
+        out = work / f"{job.replace(' ', '_')}_{kind}_{workers}"
         started = time.perf_counter()
-        results = ingest_batch(items, IngestConfig(overlay=False), out, workers, False, executor)
+        written = run(out)
         seconds = time.perf_counter() - started
-        written = sum(r.status == "written" for r in results)
-        same = store_differences(work / "ingest_local_1" / "dataset.zarr", out / "dataset.zarr") == []
+        reference = work / f"{job.replace(' ', '_')}_local_1" / "dataset.zarr"
+        same = store_differences(reference, out / "dataset.zarr") == []
         rows.append(
             {
-                "job": "ingest",
+                "job": job,
                 "executor": kind,
                 "workers": workers,
                 "items": written,
@@ -85,27 +87,23 @@ def main() -> None:
                 "same_as_local": same,
             }
         )
-        print(f"ingest {kind} x{workers}: {written} videos in {seconds:.1f} s", flush=True)
+        print(f"{job} {kind} x{workers}: {written} items in {seconds:.1f} s", flush=True)
+
     for kind, workers, executor in runs:
-        out = work / f"play_{kind}_{workers}"
-        cfg = GenerateConfig(episodes=args.episodes, workers=workers, image_size=(128, 128))
-        started = time.perf_counter()
-        summary = generate("play", out, cfg, progress=False, executor=executor)
-        seconds = time.perf_counter() - started
-        written = sum(t["written"] for t in summary["tasks"].values())
-        same = store_differences(work / "play_local_1" / "dataset.zarr", out / "dataset.zarr") == []
-        rows.append(
-            {
-                "job": "sim play",
-                "executor": kind,
-                "workers": workers,
-                "items": written,
-                "seconds": seconds,
-                "per_min": written / seconds * 60,
-                "same_as_local": same,
-            }
-        )
-        print(f"play {kind} x{workers}: {written} episodes in {seconds:.1f} s", flush=True)
+
+        def ingest(out, workers=workers, executor=executor):
+            results = ingest_batch(items, IngestConfig(overlay=False), out, workers, False, executor)
+            return sum(r.status == "written" for r in results)
+
+        measure("ingest", kind, workers, ingest)
+    for kind, workers, executor in runs:
+
+        def play(out, workers=workers, executor=executor):
+            cfg = GenerateConfig(episodes=args.episodes, workers=workers, image_size=(128, 128))
+            summary = generate("play", out, cfg, progress=False, executor=executor)
+            return sum(t["written"] for t in summary["tasks"].values())
+
+        measure("sim play", kind, workers, play)
     overhead = {"local": per_item_ms(ExecutorConfig(), 2), "ray": per_item_ms(ray_exec, 2)}
     shutil.rmtree(work, ignore_errors=True)
 

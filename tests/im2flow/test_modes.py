@@ -64,14 +64,21 @@ def test_each_modes_tracked_flow_is_classified_as_that_mode(task, demos_of):
     assert report["covers_all"] and report["modes_apart_px"] > 3.0
 
 
+def apart_of(truth: dict) -> float:
+    return mode_distances(truth["left"], truth)["right"]
+
+
 def test_the_modes_average_lands_between_the_detours(demos_of):
     truth = {mode: true for mode, (true, _) in demos_of("pick_place").items()}
     average = mean_flow(truth)
     report = mode_report(average[None], truth)
-    assert report["to_mean_px"] < 0.5 and report["covers_all"] is False
-    # equally far from both detours: about half of what separates them
-    apart = mode_distances(truth["left"], truth)["right"]
-    assert report["to_nearest_mode_px"] == pytest.approx(apart / 2, rel=0.35)
+    assert report["to_mean_px"] < 0.05 * apart_of(truth) and report["covers_all"] is False
+    # equally far from both detours: half of what separates them, which is more than a few pixels
+    apart = apart_of(truth)
+    distances = mode_distances(average, truth)
+    # (about: the average sees only the points every mode sees, so its path is not exactly the midpoint)
+    assert distances["left"] == pytest.approx(apart / 2, rel=0.2)
+    assert distances["right"] == pytest.approx(apart / 2, rel=0.2) and apart > 3.0
 
 
 def test_an_unknown_mode_is_refused_naming_the_modes():
