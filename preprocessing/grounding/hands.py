@@ -21,9 +21,12 @@ Then, on the first ``max_frames`` frames:
 4. each group is scored by how much it moves and how close it stays to a hand (the share of hand
    sightings where the hand touches the group's current box): the object is the group the hand carries,
    not the person swaying behind it;
-5. the box is grown from the group's first-frame cells to the surrounding region of the group's own
-   colour (GrabCut seeded with the group as foreground, the non-moving points and hands as background),
-   so a textureless object (a red plastic cup) gets its whole extent, not just the points LK could track.
+5. the box is fitted to the chosen group's own region in the first frame: GrabCut, seeded with the
+   group's grid cells as probable object and the still points, the hands and the skin-coloured pixels as
+   background, sorts the pixels by colour; the box is that of the region's connected parts that hold
+   most of the group's points. So a textureless object (a red plastic cup) gets its whole extent, not
+   just the points LK could track, and the box loses what only moved along with it at its edges (the
+   fingers, background dragged by them).
 
 Without any hand in the clip it answers like ``motion`` (label ``moving (no hand)``). The prompt is not
 used: without a text-grounding model (Grounding DINO, OWLv2) this grounder cannot choose between two
@@ -201,6 +204,13 @@ class HandObjectConfig:
     """Groups next to the chosen one join it when a hand touches them in this share of sightings."""
     max_area: float = 0.5
     """With a walking camera, the homography's answer is taken unless its box covers more of the frame."""
+    grow: bool = True
+    """Fit the box to the chosen group's own region in the first frame (GrabCut seeded with the group as
+    probable object, the still points and the hands as background); off: the group's grid cells."""
+    grow_iterations: int = 5
+    grow_max: float = 4.0
+    """GrabCut may spill into a background of the object's colour: a region whose box is more than this
+    many times the group's cells' box is not taken."""
     tracker: str = "lk"
     tracker_args: dict[str, Any] = field(default_factory=dict)
 
@@ -236,36 +246,45 @@ class HandObjectGrounder(Grounder):
             return [Box(b.xyxy, b.score, "moving (no hand)") for b in boxes]
         queries = grid_in_box((0.0, 0.0, 1.0, 1.0), cfg.grid_size)
         tracks, visibility = self.tracker.track(clip, queries)
-        hand_point = self._on_hands(tracks, visibility, hands) | self._skin(clip, queries, hands)
+        skin = self._skin_colour(clip, hands)
+        hand_point = self._on_hands(tracks, visibility, hands) | self._skin(clip[0], queries, skin)
         px = tracks.astype(np.float64) * 256.0
         comp, error, parallax = _remove_camera_motion(px, visibility, cfg.parallax_ratio)
+        found = None
         if parallax:
             # A walking camera: the epipolar model explains a still 3-D scene, but it also explains an
             # object carried along the camera's own direction (a pillow held by someone walking with
             # it). The homography does not have that blind spot; its answer stands unless it is the
             # scene's own parallax — a group covering most of the frame.
             flat = _remove_camera_motion(px, visibility, np.inf)
-            boxes = self._groups_to_boxes(
+            found = self._groups_to_boxes(
                 tracks, visibility, hands, hand_point, flat[0], flat[1], cfg.coherence_px, cfg.threshold_px
             )
-            if boxes and boxes[0].area <= cfg.max_area:
-                return boxes
-        coherence = cfg.parallax_coherence_px if parallax else cfg.coherence_px
-        threshold = cfg.parallax_threshold_px if parallax else cfg.threshold_px
-        boxes = self._groups_to_boxes(
-            tracks, visibility, hands, hand_point, comp, error, coherence, threshold
-        )
-        if not boxes:
+            if found and found[0][0].area > cfg.max_area:
+                found = None
+        if found is None:
+            coherence = cfg.parallax_coherence_px if parallax else cfg.coherence_px
+            threshold = cfg.parallax_threshold_px if parallax else cfg.threshold_px
+            found = self._groups_to_boxes(
+                tracks, visibility, hands, hand_point, comp, error, coherence, threshold
+            )
+        if not found:
             raise NoObjectFound(
                 f"nothing but the hands moved more than {cfg.threshold_px:g} px "
                 f"in the first {len(clip)} frames"
             )
+        boxes, group, still = found
+        if cfg.grow:
+            grown = self._grow(clip[0], group, still, hand_point, hands.get(0, []), skin)
+            if grown is not None and Box(grown).area <= cfg.grow_max * boxes[0].area:
+                boxes[0] = Box(grown, boxes[0].score, boxes[0].label)
         return boxes
 
     def _groups_to_boxes(
         self, tracks, visibility, hands, hand_point, comp, error, coherence, threshold
-    ) -> list[Box]:
-        """Moving points off the hands → coherent groups → boxes, the one a hand carries first."""
+    ) -> tuple[list[Box], np.ndarray, np.ndarray] | None:
+        """Moving points off the hands → coherent groups → (boxes of their grid cells, the one a hand
+        carries first; that group's points; the still points), or None when nothing but hands moved."""
         cfg = self.config
         g = cfg.grid_size
         motion = np.where(visibility & visibility[:1], error, 0.0).max(axis=0)
@@ -275,7 +294,7 @@ class HandObjectGrounder(Grounder):
         groups = [np.flatnonzero(labels.ravel() == k) for k in range(1, labels.max() + 1)]
         groups = [grp for grp in groups if len(grp) >= cfg.min_points]
         if not groups:
-            return []
+            return None
         scores, near_share = {}, {}
         for k, grp in enumerate(groups):
             near = near_share[k] = self._near_hands(tracks, visibility, grp, hands)
@@ -286,9 +305,11 @@ class HandObjectGrounder(Grounder):
         order = sorted(scores, key=scores.get, reverse=True)
         best = scores[order[0]]
         groups[order[0]] = self._merge(groups, order[0], near_share, g)
-        return [
+        boxes = [
             Box(self._cells_box(groups[k], g), score=scores[k] / best, label="moved by a hand") for k in order
         ]
+        still = ~moving & ~hand_point & (visibility.mean(axis=0) > 0.5)
+        return boxes, groups[order[0]], still
 
     # ----- pieces -------------------------------------------------------------------------------------
     def _on_hands(self, tracks, visibility, hands) -> np.ndarray:
@@ -310,27 +331,24 @@ class HandObjectGrounder(Grounder):
         share = inside_count / np.maximum(seen_count, 1)
         return first | (share >= self.config.on_hand_share)
 
-    def _skin(self, clip: np.ndarray, queries: np.ndarray, hands) -> np.ndarray:
-        """(N,) points whose first-frame colour matches the palms' (Lab a, b): bare arms and fingers. The
-        palms' colour is read at their centres in every frame where palms were seen."""
+    def _skin_colour(self, clip: np.ndarray, hands) -> np.ndarray:
+        """This person's skin in this light (Lab a, b): the median colour at the palm centres over every
+        frame where palms were seen (a palm box on the object is outvoted)."""
         h, w = clip.shape[1:3]
-
-        def ab(frame: np.ndarray) -> np.ndarray:
-            return cv2.cvtColor(cv2.GaussianBlur(frame, (5, 5), 0), cv2.COLOR_RGB2LAB)[..., 1:].astype(
-                np.float32
-            )
-
         skin = []
         for t, palms in hands.items():
-            colours = ab(clip[t])
+            colours = _lab_ab(clip[t])
             skin += [
                 colours[min(int(p.centre[1] * h), h - 1), min(int(p.centre[0] * w), w - 1)] for p in palms
             ]
-        skin = np.median(np.asarray(skin), axis=0)  # one person's skin; a palm box on the object is outvoted
-        first = ab(clip[0])
+        return np.median(np.asarray(skin), axis=0)
+
+    def _skin(self, first: np.ndarray, queries: np.ndarray, skin: np.ndarray) -> np.ndarray:
+        """(N,) points whose first-frame colour matches the skin's: bare arms and fingers."""
+        h, w = first.shape[:2]
         cols = np.clip((queries[:, 1] * w).astype(int), 0, w - 1)
         rows = np.clip((queries[:, 2] * h).astype(int), 0, h - 1)
-        return np.linalg.norm(first[rows, cols] - skin, axis=-1) < self.config.skin_tolerance
+        return np.linalg.norm(_lab_ab(first)[rows, cols] - skin, axis=-1) < self.config.skin_tolerance
 
     def _near_hands(self, tracks, visibility, group, hands) -> float:
         """Share of hand sightings where a hand region touches the group's box at that frame."""
@@ -370,7 +388,57 @@ class HandObjectGrounder(Grounder):
                     added = True
         return np.asarray(sorted(merged))
 
+    def _grow(
+        self,
+        frame: np.ndarray,
+        group: np.ndarray,
+        still: np.ndarray,
+        hand_point: np.ndarray,
+        palms: list[Palm],
+        skin: np.ndarray,
+    ) -> tuple[float, float, float, float] | None:
+        """The box of the group's own region in the first frame, or None when none is found.
+
+        The group's cells say where the object moved, but at grid resolution, and they include what moved
+        with it at its edges (background dragged by the fingers, the wrist); a plain object's inside may
+        not be tracked at all. GrabCut sorts the pixels by colour: the group's cells are probably object,
+        the still points and the hands surely not, everything else probably not. The box is that of the
+        object region's connected parts holding most of the group's points.
+        """
+        g = self.config.grid_size
+        h, w = frame.shape[:2]
+        mask = np.full((h, w), cv2.GC_PR_BGD, np.uint8)
+        rows, cols = np.unravel_index(group, (g, g))
+        for r, c in zip(rows, cols, strict=True):
+            mask[r * h // g : (r + 1) * h // g, c * w // g : (c + 1) * w // g] = cv2.GC_PR_FGD
+        for palm in palms:
+            x0, y0, x1, y1 = palm.grown(self.config.hand_scale)
+            mask[max(0, int(y0 * h)) : int(y1 * h) + 1, max(0, int(x0 * w)) : int(x1 * w) + 1] = cv2.GC_BGD
+        for cells in (np.flatnonzero(still), np.flatnonzero(hand_point)):
+            r, c = np.unravel_index(cells, (g, g))
+            mask[((r + 0.5) * h / g).astype(int), ((c + 0.5) * w / g).astype(int)] = cv2.GC_BGD
+        mask[np.linalg.norm(_lab_ab(frame) - skin, axis=-1) < self.config.skin_tolerance] = cv2.GC_BGD
+        if not (mask == cv2.GC_PR_FGD).any():
+            return None
+        bgd, fgd = np.zeros((1, 65)), np.zeros((1, 65))
+        bgr = np.ascontiguousarray(frame[..., ::-1])
+        cv2.grabCut(bgr, mask, None, bgd, fgd, self.config.grow_iterations, cv2.GC_INIT_WITH_MASK)
+        fg = ((mask == cv2.GC_FGD) | (mask == cv2.GC_PR_FGD)).astype(np.uint8)
+        count, labels = cv2.connectedComponents(fg, connectivity=4)
+        centres = labels[((rows + 0.5) * h / g).astype(int), ((cols + 0.5) * w / g).astype(int)]
+        held = np.bincount(centres[centres > 0], minlength=count)
+        if held.sum() == 0:
+            return None
+        keep = np.flatnonzero(held >= 0.5 * held.max())
+        ys, xs = np.nonzero(np.isin(labels, keep))
+        return (xs.min() / w, ys.min() / h, (xs.max() + 1) / w, (ys.max() + 1) / h)
+
     @staticmethod
     def _cells_box(group: np.ndarray, g: int) -> tuple[float, float, float, float]:
         rows, cols = np.unravel_index(group, (g, g))
         return (cols.min() / g, rows.min() / g, (cols.max() + 1) / g, (rows.max() + 1) / g)
+
+
+def _lab_ab(frame: np.ndarray) -> np.ndarray:
+    """(H, W, 2) float Lab a, b of a slightly blurred RGB frame: colour without brightness."""
+    return cv2.cvtColor(cv2.GaussianBlur(frame, (5, 5), 0), cv2.COLOR_RGB2LAB)[..., 1:].astype(np.float32)

@@ -102,3 +102,16 @@ def test_ingest_without_a_box_grounds_the_carried_cup_by_default(tmp_path):
     assert view.attrs["grounder"] == "hand-object" and view.attrs["tracker"] == "object-lk"
     box = np.array(view.attrs["bbox"]) * 256
     assert iou(box, LABELS["cups"]["box"]) >= 0.5, box.round()
+
+
+@needs_palm_model
+def test_hand_object_box_fits_the_cup_not_the_fingers_around_it():
+    """The moving group's grid cells take in the fingers and the background they drag along (the box
+    reaches x = 32 of 256; the cup starts at x = 51); GrabCut on the first frame trims the box to the cup,
+    and switching it off gives the cells' box back."""
+    label = LABELS["cups"]
+    frames = clip("cups")
+    grown = np.array(GROUNDERS.build("hand-object").ground(frames, "red cup")[0].xyxy) * 256
+    cells = np.array(GROUNDERS.build("hand-object", {"grow": False}).ground(frames, "red cup")[0].xyxy) * 256
+    assert iou(grown, label["box"]) >= 0.75 > iou(cells, label["box"]), (grown.round(), cells.round())
+    assert grown[0] >= label["box"][0] - 6, f"the fingers left of the cup are still boxed: {grown.round()}"
