@@ -44,7 +44,7 @@ from im2flow2act.policies.plans import (
 from im2flow2act.policies.rollout import LoopConfig, medoid_chunk, rollout
 from im2flow2act.policies.sim.env import SimEnv
 from im2flow2act.policies.sim.scene import SceneConfig
-from im2flow2act.policies.sim.tasks import TASKS, task_names
+from im2flow2act.policies.sim.tasks import TASKS, TaskConfig, task_names
 from im2flow2act.policies.train import load_policy
 from im2flow2act.preprocessing.dataset import DatasetError, FlowDataset
 
@@ -223,9 +223,11 @@ def _run_episode(job: tuple[str, str, str | None]) -> EpisodeResult:
     task, name, video = job
     w, cfg = _WORKER, _WORKER["cfg"]
     view = w["demos"][name]
-    env = w["envs"].get(task)
+    layouts = str(view.attrs.get("layouts", "all"))  # the demonstration's layout split: same seed, same scene
+    env = w["envs"].get((task, layouts))
     if env is None:
-        env = w["envs"][task] = SimEnv(task, "robot", SceneConfig(image_size=view.frame_size))
+        built = TASKS.build(task, TaskConfig(layouts=layouts))
+        env = w["envs"][task, layouts] = SimEnv(built, "robot", SceneConfig(image_size=view.frame_size))
     w["tracker"].bind(env)
     path = None if video is None else Path(video)
     loop = cfg.loop()

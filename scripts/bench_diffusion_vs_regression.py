@@ -4,6 +4,7 @@
         [--tasks pick_place pour fold_cloth] [--demos 30] [--layouts 6] [--steps 1500] [--samples 8]
         [--work outputs/bench/diffusion_vs_regression] [--picture docs/results/diffusion_vs_regression.png]
         [--out outputs/bench/diffusion_vs_regression.jsonl]
+        [--set generator.flow.displacement_scale=6 --tag _s6]
 
 One run, on this machine:
 
@@ -76,10 +77,15 @@ def parse_name(name: str) -> tuple[str, str]:
     return layout, token.replace("-", "+")
 
 
-def train(data: Path, run: Path, objective: str, steps: int) -> Path:
+def train(data: Path, run: Path, objective: str, steps: int, overrides: list[str]) -> Path:
+    """One generator; ``overrides`` are ``flow train`` config keys (``generator.flow.displacement_scale=6``)
+    given to both objectives alike."""
+    from im2flow2act.core.config import load_config
     from im2flow2act.im2flow.train import EXPORT, FlowTrainConfig, FlowTrainer
 
-    config = FlowTrainConfig(data=[str(data)], held_out_per_task=0, max_steps=steps, batch_size=32)
+    config = load_config(FlowTrainConfig, None, overrides)
+    config.data, config.held_out_per_task = [str(data)], 0
+    config.max_steps, config.batch_size = steps, 32
     config.generator.objective = objective
     print(f"training the {objective} generator, {steps} steps → {run}", flush=True)
     FlowTrainer(config, run).fit()  # resumes from the run's checkpoint; a finished run only re-exports
@@ -132,6 +138,14 @@ def main() -> None:
     parser.add_argument("--work", type=Path, default=REPO / "outputs" / "bench" / "diffusion_vs_regression")
     parser.add_argument("--picture", type=Path, default=None, help="also write the picture here")
     parser.add_argument(
+        "--set",
+        nargs="*",
+        default=[],
+        metavar="KEY=VALUE",
+        help="flow train config overrides for both generators, e.g. generator.flow.displacement_scale=6",
+    )
+    parser.add_argument("--tag", default="", help="suffix of the two run folders (other --set, other runs)")
+    parser.add_argument(
         "--out", type=Path, default=REPO / "outputs" / "bench" / "diffusion_vs_regression.jsonl"
     )
     args = parser.parse_args()
@@ -155,12 +169,14 @@ def main() -> None:
     modes_store = work / "modes" / "dataset.zarr"
     mode_demonstrations(args.tasks, args.layouts, args.size, modes_store)
     generators = {
-        objective: load_generator(train(demos / "dataset.zarr", work / objective, objective, args.steps))
+        objective: load_generator(
+            train(demos / "dataset.zarr", work / f"{objective}{args.tag}", objective, args.steps, args.set)
+        )
         for objective in ("diffusion", "regression")
     }
     flow_config = generators["diffusion"].config.flow
     clips, problems = build_clips(
-        [modes_store], ClipConfig(flow_config, "lk", {}, 0), work / "mode_clips.npz"
+        [modes_store], ClipConfig(flow_config, "lk", {}, 0), work / f"mode_clips{args.tag}.npz"
     )
     assert not problems, problems
 
@@ -206,7 +222,7 @@ def main() -> None:
     print(
         f"\nFlows: {args.samples} diffusion samples vs one regression answer, "
         f"{args.layouts} held-out layouts per task, {args.demos} training demonstrations per task, "
-        f"{args.steps} steps each\n"
+        f"{args.steps} steps each{', ' + ' '.join(args.set) if args.set else ''}\n"
     )
     print(
         "| task | modes | layouts | diffusion: K cover all modes | modes covered (mean) | diffusion sample → "
@@ -248,6 +264,7 @@ def main() -> None:
         layouts=args.layouts,
         steps=args.steps,
         samples=args.samples,
+        overrides=args.set,
         summary=summary,
         rows=rows,
     )

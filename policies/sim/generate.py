@@ -25,7 +25,7 @@ from im2flow2act.policies.sim.agents import DEFAULT_PLAY_MIX, PlayStyle, check_p
 from im2flow2act.policies.sim.env import SimEnv
 from im2flow2act.policies.sim.record import RecordConfig, record
 from im2flow2act.policies.sim.scene import SceneConfig
-from im2flow2act.policies.sim.tasks import TASKS, task_names
+from im2flow2act.policies.sim.tasks import LAYOUT_SPLITS, TASKS, TaskConfig, task_names
 from im2flow2act.preprocessing.dataset import FlowDataset, FlowDatasetWriter
 from im2flow2act.preprocessing.visualize import write_overlay
 
@@ -74,6 +74,9 @@ class GenerateConfig:
     Without it every play grasp ends by letting go, while a pouring demonstration ends holding the mug
     (docs/results/policies.md)."""
     image_size: tuple[int, int] = (256, 256)
+    layouts: str = "all"
+    """Which part of every task's layout range the seeds draw from: all, inside or outside (a held-out
+    split that no training layout is a near copy of; ``TaskConfig.layouts``). Episodes record it."""
     record: RecordConfig = field(default_factory=RecordConfig)
 
     def __post_init__(self) -> None:
@@ -82,6 +85,8 @@ class GenerateConfig:
         check_range("workers", self.workers, low=1)
         check_range("play_primitives", self.play_primitives, low=1)
         check_image_size(self.image_size)
+        if self.layouts not in LAYOUT_SPLITS:
+            raise ConfigError(f"layouts={self.layouts!r}: one of {', '.join(LAYOUT_SPLITS)}")
         for name in ("play_place_on", "play_hold"):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise ValueError(f"{name} {getattr(self, name)}: a probability, between 0 and 1")
@@ -124,7 +129,7 @@ def agent_for(mode: Mode, cfg: GenerateConfig):
     return lambda env, rng: follow(env, env.task.human(env.model, env.data, rng))
 
 
-_ENVS: dict[tuple[str, str], SimEnv] = {}
+_ENVS: dict[tuple[str, str, str], SimEnv] = {}
 
 
 def _run_job(args: tuple[Mode, str, int, str, GenerateConfig]) -> JobResult:
@@ -136,9 +141,12 @@ def _run_job(args: tuple[Mode, str, int, str, GenerateConfig]) -> JobResult:
         return JobResult(task, seed, name, "skipped", bool(stored.attrs.get("success", False)))
     started = time.perf_counter()
     try:
-        key = (task, EMBODIMENT[mode])
+        key = (task, EMBODIMENT[mode], cfg.layouts)
         if key not in _ENVS:
-            _ENVS[key] = SimEnv(task, EMBODIMENT[mode], SceneConfig(image_size=cfg.image_size))
+            task_config = TaskConfig(layouts=cfg.layouts)
+            _ENVS[key] = SimEnv(
+                TASKS.build(task, task_config), EMBODIMENT[mode], SceneConfig(image_size=cfg.image_size)
+            )
         rollout = record(_ENVS[key], seed, agent_for(mode, cfg), cfg.record)
         if mode == "play":  # play has no goal: the scene is recorded, the instruction is not
             rollout.episode.task = PLAY_TASK

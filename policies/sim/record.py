@@ -100,6 +100,7 @@ def record(env: SimEnv, seed: int, agent: Agent, config: RecordConfig | None = N
         attrs={
             "seed": seed,
             "task_name": env.task.name,
+            "layouts": env.task.config.layouts,
             "embodiment": env.embodiment,
             "success": env.success(),
             "tracked_objects": list(env.task.tracked),

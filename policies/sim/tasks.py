@@ -11,6 +11,7 @@ right, grasp point) so demonstrations are multimodal.
 
 from __future__ import annotations
 
+import itertools
 import math
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
@@ -68,9 +69,27 @@ DETOURS = ("left", "right")
 """The sphere's detour sides on its longest move (seen from above, facing the way it moves)."""
 
 
+LAYOUT_SPLITS = ("all", "inside", "outside")
+
+
 @dataclass
 class TaskConfig:
-    """Nothing to set yet; tasks are chosen by name. Kept so every registry entry has a config."""
+    layouts: str = "all"
+    """Which layouts a seed draws. ``all``: the whole range (every stage's default). ``inside`` and
+    ``outside`` split that range in two, so a model trained on ``inside`` layouts can be tested on layouts
+    no training clip is a near copy of (nearest-neighbour retrieval wins on ``all``): the table scene's
+    arrangements of mug, plate and bowl over its three slots (two of the six are ``outside``; every object
+    still visits every slot ``inside``), the drawer cabinet's sideways position (its last 4 of 12 cm are
+    ``outside``) and the cloth's (its last 3 of 12 cm)."""
+
+    def __post_init__(self) -> None:
+        if self.layouts not in LAYOUT_SPLITS:
+            raise ValueError(f"layouts must be one of {', '.join(LAYOUT_SPLITS)}, got {self.layouts!r}")
+
+
+def split_range(low: float, high: float, cut: float, layouts: str) -> tuple[float, float]:
+    """The part of [low, high] that split ``layouts`` draws from: below ``cut`` inside, above it outside."""
+    return {"all": (low, high), "inside": (low, cut), "outside": (cut, high)}[layouts]
 
 
 class Task(ABC):
@@ -178,10 +197,22 @@ class _TableTask(Task):
     def attachments(self):
         return {"mug": "mug"}
 
+    outside_arrangements = ((0, 1, 2), (1, 2, 0))
+    """Slots of (mug, plate, bowl) held out by ``layouts: outside``: no object shares a slot between the two,
+    so inside every object still stands in every slot."""
+
+    def _arrangement(self, rng: np.random.Generator) -> np.ndarray:
+        if self.config.layouts == "all":
+            return rng.permutation(3)
+        outside = [np.array(a) for a in self.outside_arrangements]
+        inside = [np.array(a) for a in itertools.permutations(range(3)) if a not in self.outside_arrangements]
+        chosen = outside if self.config.layouts == "outside" else inside
+        return chosen[int(rng.integers(len(chosen)))]
+
     def reset_layout(self, model, data, rng):
         # three slots across the table, shuffled; small jitter; the mug handle points away from the robot
         slots = np.array([[-0.22, 0.02], [0.0, 0.08], [0.22, 0.02]])
-        order = rng.permutation(3)
+        order = self._arrangement(rng)
         jitter = rng.uniform(-0.03, 0.03, size=(3, 2))
         mug_xy, plate_xy, bowl_xy = (slots[order[i]] + jitter[i] for i in range(3))
         _set_free_pose(
@@ -317,7 +348,8 @@ class OpenDrawer(Task):
     def reset_layout(self, model, data, rng):
         # the front faces the table centre, turned a little towards the camera so its face is seen
         body = model.body("drawer_cabinet")
-        body.pos[:2] = (rng.uniform(0.25, 0.31), rng.uniform(-0.04, 0.08))
+        x = rng.uniform(0.25, 0.31)
+        body.pos[:2] = (x, rng.uniform(*split_range(-0.04, 0.08, 0.04, self.config.layouts)))
         yaw = -math.pi / 2 - rng.uniform(0.35, 0.65)
         body.quat[:] = (math.cos(yaw / 2), 0.0, 0.0, math.sin(yaw / 2))
 
@@ -394,7 +426,8 @@ class FoldCloth(Task):
         return np.array([[model.jnt_qposadr[model.body_jntadr[b]] + k for k in range(3)] for b in bodies])
 
     def reset_layout(self, model, data, rng):
-        shift = (rng.uniform(-0.06, 0.06), rng.uniform(-0.04, 0.04), 0.0)
+        x = rng.uniform(*split_range(-0.06, 0.06, 0.03, self.config.layouts))
+        shift = (x, rng.uniform(-0.04, 0.04), 0.0)
         for adr in self._vertex_qpos(model):
             data.qpos[adr] = shift
 

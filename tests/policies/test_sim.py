@@ -3,12 +3,13 @@
 import numpy as np
 import pytest
 
+from im2flow2act.core.config import ConfigError
 from im2flow2act.policies.sim.agents import CLOSED, PlayStyle, follow, play_actions, random_primitive, slerp
 from im2flow2act.policies.sim.env import TOP_DOWN, Action, SimEnv
 from im2flow2act.policies.sim.generate import GenerateConfig, generate, job_seed
 from im2flow2act.policies.sim.record import EMBODIMENT_LABEL, record
 from im2flow2act.policies.sim.scene import SceneConfig
-from im2flow2act.policies.sim.tasks import OPEN, TASKS, task_names
+from im2flow2act.policies.sim.tasks import OPEN, TASKS, TaskConfig, task_names
 from im2flow2act.preprocessing.dataset import FlowDataset
 from im2flow2act.preprocessing.trackers import TRACKERS
 from im2flow2act.preprocessing.tracks import fill_lost_points, to_pixels
@@ -268,3 +269,71 @@ def test_the_default_play_recipe_plays_with_the_object_of_every_task_scene(tmp_p
         last.append(random_primitive(env, np.random.default_rng(seed), cfg.play_style())[-1].gripper)
     env.close()
     assert 0 < last.count(CLOSED) < 20  # some play ends holding the mug, most lets go
+
+
+def _layout(task: str, layouts: str, seed: int) -> dict[str, np.ndarray]:
+    """Where the layout of ``seed`` puts each task's objects (no renderer is made)."""
+    env = SimEnv(TASKS.build(task, TaskConfig(layouts=layouts)), "sphere")
+    env.reset(seed)
+    names = {"pick_place": ("mug", "plate", "bowl"), "open_drawer": ("drawer_cabinet",)}.get(task, ())
+    out = {name: env.data.body(name).xpos[:2].copy() for name in names}
+    if task == "fold_cloth":
+        out["cloth"] = env.data.flexvert_xpos.mean(axis=0)[:2]
+    return out
+
+
+def _slots(layout: dict[str, np.ndarray]) -> tuple[int, ...]:
+    """The slot (0 left, 1 middle, 2 right: by x) of mug, plate and bowl."""
+    xs = [layout[name][0] for name in ("mug", "plate", "bowl")]
+    return tuple(int(np.argmin(np.abs(x - np.array([-0.22, 0.0, 0.22])))) for x in xs)
+
+
+def test_inside_and_outside_layouts_split_every_task_range_and_all_is_unchanged():
+    seeds = range(12)
+    # the table scene: the two held-out arrangements only outside, the four others only inside, with every
+    # object in every slot inside
+    outside = {_slots(_layout("pick_place", "outside", s)) for s in seeds}
+    inside = {_slots(_layout("pick_place", "inside", s)) for s in seeds}
+    assert outside == {(0, 1, 2), (1, 2, 0)}
+    assert len(inside) == 4 and not inside & outside
+    assert all({arrangement[k] for arrangement in inside} == {0, 1, 2} for k in range(3))
+    # the drawer sideways and the cloth along x: inside below the cut, outside above it
+    drawer_y = {
+        split: [_layout("open_drawer", split, s)["drawer_cabinet"][1] for s in seeds]
+        for split in ("inside", "outside")
+    }
+    assert max(drawer_y["inside"]) < 0.04 < min(drawer_y["outside"])
+    cloth_x = {
+        split: [_layout("fold_cloth", split, s)["cloth"][0] for s in seeds] for split in ("inside", "outside")
+    }
+    assert max(cloth_x["inside"]) < min(cloth_x["outside"])
+    # "all" keeps the draws every existing dataset was made with: the default task's layout, seed for seed
+    for task in ("pick_place", "open_drawer", "fold_cloth"):
+        default = SimEnv(task, "sphere")
+        default.reset(3)
+        for name, xy in _layout(task, "all", 3).items():
+            xy_default = (
+                default.data.flexvert_xpos.mean(axis=0)[:2]
+                if name == "cloth"
+                else default.data.body(name).xpos[:2]
+            )
+            np.testing.assert_allclose(xy, xy_default)
+    with pytest.raises(ValueError, match="layouts"):
+        TaskConfig(layouts="elsewhere")
+
+
+def test_demonstrations_record_their_layout_split_and_evaluation_resets_to_it(tmp_path):
+    cfg = GenerateConfig(tasks=["open_drawer"], episodes=1, seed=5, layouts="outside", image_size=(64, 64))
+    generate("demos", tmp_path, cfg, progress=False)
+    view = FlowDataset(tmp_path / "dataset.zarr")[0]
+    assert view.attrs["layouts"] == "outside"
+    drawer = _layout("open_drawer", "outside", 5)["drawer_cabinet"]
+    assert drawer[1] > 0.04
+    # the demonstration's first frame is the outside layout's, not the default layout of the same seed
+    with SimEnv(
+        TASKS.build("open_drawer", TaskConfig(layouts="outside")), "sphere", SceneConfig(image_size=(64, 64))
+    ) as env:
+        env.reset(5)
+        np.testing.assert_array_equal(env.render(), view.frame(0))
+    with pytest.raises(ConfigError, match="layouts"):
+        GenerateConfig(layouts="elsewhere")
