@@ -16,6 +16,8 @@ check (``preprocessing/drift.py``). At every labelled frame where the labelled p
 * ``grid kept``: the episode's track-quality figure, the share of grid points visible at the end.
 
 ``manifest`` grounds with the labelled box itself: the trackers' figures without grounding errors.
+``object-lk+dis`` and ``object-lk+affine`` are ``object-lk`` with DIS flow as each point's measure, and
+with an affine frame-to-frame motion instead of a similarity.
 Prints a markdown table, appends a JSON row and draws a contact sheet: per clip the labelled frames with
 the labelled points (crosses) and the tracked ones (dots: green visible, red not), and the box found
 (red) against the labelled one (green).
@@ -35,7 +37,12 @@ REPO = Path(__file__).resolve().parents[1]
 VIDEOS = REPO.parent / "shared" / "data" / "videos"
 LABELS = REPO / "data" / "labels" / "human_clips.json"
 GROUNDERS_RUN = ("manifest", "motion", "hand-object")
-TRACKERS_RUN = {"lk": {}, "object-lk": {}, "object-lk+dis": {"measure": "dis"}}
+TRACKERS_RUN = {
+    "lk": {},
+    "object-lk": {},
+    "object-lk+dis": {"measure": "dis"},
+    "object-lk+affine": {"motion": "affine"},
+}
 TOLERANCE_PX = 8.0
 
 
@@ -164,7 +171,7 @@ def main() -> None:
                 row.update(clip=clip_name, grounder=g_name, tracker=t_name, fps=len(frames) / seconds)
                 rows.append(row)
                 print(
-                    f"{clip_name:<9} {g_name:<12} {t_name:<14} IoU {overlap:.2f}  "
+                    f"{clip_name:<9} {g_name:<12} {t_name:<16} IoU {overlap:.2f}  "
                     f"within {row['within']:.0%}  "
                     f"kept {row['kept']:.0%}  grid kept {row['grid_kept']:.0%}  {row['fps']:.0f} fps",
                     flush=True,

@@ -401,9 +401,10 @@ class HandObjectGrounder(Grounder):
 
         The group's cells say where the object moved, but at grid resolution, and they include what moved
         with it at its edges (background dragged by the fingers, the wrist); a plain object's inside may
-        not be tracked at all. GrabCut sorts the pixels by colour: the group's cells are probably object,
-        the still points and the hands surely not, everything else probably not. The box is that of the
-        object region's connected parts holding most of the group's points.
+        not be tracked at all. GrabCut sorts the pixels by colour: the group's cells are probably object;
+        the still points, the hands and the pixels of the skin's colour surely not; everything else
+        probably not. The box is that of the object region's connected parts holding most of the group's
+        points.
         """
         g = self.config.grid_size
         h, w = frame.shape[:2]
@@ -413,12 +414,14 @@ class HandObjectGrounder(Grounder):
             mask[r * h // g : (r + 1) * h // g, c * w // g : (c + 1) * w // g] = cv2.GC_PR_FGD
         for palm in palms:
             x0, y0, x1, y1 = palm.grown(self.config.hand_scale)
-            mask[max(0, int(y0 * h)) : int(y1 * h) + 1, max(0, int(x0 * w)) : int(x1 * w) + 1] = cv2.GC_BGD
+            rows_in = slice(max(0, int(y0 * h)), max(0, int(y1 * h) + 1))
+            mask[rows_in, max(0, int(x0 * w)) : max(0, int(x1 * w) + 1)] = cv2.GC_BGD
         for cells in (np.flatnonzero(still), np.flatnonzero(hand_point)):
             r, c = np.unravel_index(cells, (g, g))
             mask[((r + 0.5) * h / g).astype(int), ((c + 0.5) * w / g).astype(int)] = cv2.GC_BGD
         mask[np.linalg.norm(_lab_ab(frame) - skin, axis=-1) < self.config.skin_tolerance] = cv2.GC_BGD
-        if not (mask == cv2.GC_PR_FGD).any():
+        probable = mask == cv2.GC_PR_FGD
+        if not probable.any() or probable.all():  # GrabCut needs samples of both
             return None
         bgd, fgd = np.zeros((1, 65)), np.zeros((1, 65))
         bgr = np.ascontiguousarray(frame[..., ::-1])
