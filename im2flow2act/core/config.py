@@ -71,7 +71,10 @@ def from_dict(cls: type[C], data: dict[str, Any], where: str = "config") -> C:
         raise ConfigError(
             f"{where}: unknown config key {key!r} for {cls.__name__}{hint}; valid keys: {', '.join(fields)}"
         )
-    kwargs = {k: _convert(hints[k], v, f"{where}: {cls.__name__}.{k}") for k, v in data.items()}
+    kwargs = {
+        k: _convert(hints[k], _onto_default(fields[k], hints[k], v), f"{where}: {cls.__name__}.{k}")
+        for k, v in data.items()
+    }
     try:
         return cls(**kwargs)
     except (TypeError, ValueError) as err:
@@ -130,6 +133,42 @@ def save_config(cfg: Any, path: str | Path) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(yaml.safe_dump(to_dict(cfg), sort_keys=False))
     return path
+
+
+def _onto_default(f: dataclasses.Field, tp: Any, value: Any) -> Any:
+    """A partial mapping for a nested config section, laid over that field's own default.
+
+    ``generator.flow.displacement_scale=6`` must change that one value of the default generator's flow
+    (16×16 displacement), not rebuild the flow from ``FlowImageConfig``'s class defaults (32×32 absolute)."""
+    if not (isinstance(value, dict) and dataclasses.is_dataclass(tp)):
+        return value
+    if f.default_factory is not dataclasses.MISSING:
+        default = f.default_factory()
+    elif f.default is not dataclasses.MISSING:
+        default = f.default
+    else:
+        return value
+    return _overlay(default, value) if dataclasses.is_dataclass(default) else value
+
+
+def _overlay(default: Any, value: dict[str, Any]) -> dict[str, Any]:
+    """Every field of dataclass instance ``default`` as a plain mapping, with ``value``'s keys laid over it
+    (nested sections key by key; unknown keys kept, for ``from_dict`` to name)."""
+    out: dict[str, Any] = {}
+    for f in dataclasses.fields(default):
+        if not f.init:
+            continue
+        current = getattr(default, f.name)
+        given = value.get(f.name, dataclasses.MISSING)
+        if given is dataclasses.MISSING:
+            nested = dataclasses.is_dataclass(current)
+            out[f.name] = _plain(dataclasses.asdict(current)) if nested else current
+        elif isinstance(given, dict) and dataclasses.is_dataclass(current):
+            out[f.name] = _overlay(current, given)
+        else:
+            out[f.name] = given
+    out.update({k: v for k, v in value.items() if k not in out})
+    return out
 
 
 def _plain(value: Any) -> Any:

@@ -52,6 +52,26 @@ def test_yaml_then_overrides_then_save_round_trip(tmp_path):
     assert yaml.safe_load(saved.read_text())["size"] == [8, 2]
 
 
+def test_a_partial_nested_section_changes_only_its_keys_of_the_fields_own_default(tmp_path):
+    # the generator's default flow is 16×16 displacement, not FlowImageConfig's class defaults (32×32
+    # absolute): one nested override must leave the rest of it as it was
+    cfg = load_config(FlowTrainConfig, None, ["generator.flow.displacement_scale=6"])
+    flow = cfg.generator.flow
+    assert (flow.grid_size, flow.num_frames, flow.encoding, flow.displacement_scale) == (
+        16,
+        16,
+        "displacement",
+        6.0,
+    )
+    # a pipeline section keeps the pipeline's own defaults for what a preset or override leaves out
+    pipeline = load_config(PipelineConfig, None, ["flow.batch_size=8", "ingest.overlay=true"])
+    assert (pipeline.flow.max_steps, pipeline.flow.batch_size) == (PipelineConfig().flow.max_steps, 8)
+    assert (pipeline.ingest.grid_size, pipeline.ingest.tracker, pipeline.ingest.overlay) == (16, "lk", True)
+    # a typo inside a nested section is still named
+    with pytest.raises(ConfigError, match="displacement_scale"):
+        load_config(FlowTrainConfig, None, ["generator.flow.displacment_scale=6"])
+
+
 def test_typo_in_a_key_fails_with_the_closest_valid_key(tmp_path):
     path = tmp_path / "c.yaml"
     path.write_text("stpes: 7\n")
