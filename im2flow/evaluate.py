@@ -14,10 +14,11 @@ flow of *that* instruction than of the other.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import cv2
@@ -25,7 +26,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from im2flow2act.im2flow.data import FlowClips
+from im2flow2act.im2flow.data import ClipConfig, FlowClips, build_clips
 from im2flow2act.im2flow.flow_image import decode
 from im2flow2act.im2flow.generator import FlowGenerator, load_generator
 from im2flow2act.im2flow.metrics import ade, flow_metrics
@@ -55,6 +56,11 @@ class FlowEvalConfig:
     """Also score the generator on this many training clips (spread over the split): the gap to the
     held-out ADE shows memorisation."""
     gifs: bool = True
+    held_out_data: list[str] = field(default_factory=list)
+    """Flow datasets to score on instead of the run's held-out split — e.g. ``sim demos layouts=outside``
+    demonstrations, layouts no training clip nearly copies; retrieval still draws from the run's training
+    clips. Their box grids are tracked with ``tracker`` when their stored tracks are not that grid."""
+    tracker: str = "lk"
 
 
 def to_points(flows: np.ndarray, queries: np.ndarray, generator: FlowGenerator) -> np.ndarray:
@@ -162,6 +168,13 @@ def evaluate(config: FlowEvalConfig, out_dir: str | Path, progress: bool = True)
     if config.guidance_scale is not None:
         generator.config.guidance_scale = config.guidance_scale
     train, held = FlowClips.load(run / "clips.npz").split(config.held_out_per_task)
+    if config.held_out_data:
+        clip_config = ClipConfig(generator.config.flow, config.tracker, {}, held_out_per_task=0)
+        key = hashlib.sha1("\n".join(map(str, config.held_out_data)).encode()).hexdigest()[:10]
+        cache = out / f"held_out_clips_{key}.npz"  # one cache per list of datasets
+        held, problems = build_clips(config.held_out_data, clip_config, cache, progress)
+        for problem in problems:
+            print(f"skipped {problem}")
     pairs = instruction_pairs(held)
     true = [to_points(f, q, generator) for f, q in zip(held.flows, held.queries, strict=True)]
     methods: dict[str, Method] = {

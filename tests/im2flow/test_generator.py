@@ -184,6 +184,32 @@ def test_evaluation_table_with_baselines_and_instruction_pairs(demos_root, tmp_p
     assert unguided["methods"]["im2flow"]["overall"]["ade"] != methods["im2flow"]["overall"]["ade"]
 
 
+def test_evaluation_scores_on_another_layout_split_while_retrieval_draws_from_the_training_clips(
+    demos_root, tmp_path
+):
+    from im2flow2act.im2flow.evaluate import FlowEvalConfig, evaluate
+    from im2flow2act.policies.sim.generate import GenerateConfig, generate
+
+    FlowTrainer(tiny_train_config(demos_root, max_steps=1), tmp_path / "run", progress=False).fit()
+    outside = tmp_path / "outside"
+    generate(
+        "demos",
+        outside,
+        GenerateConfig(tasks=["open_drawer"], episodes=2, seed=1000, layouts="outside"),
+        False,
+    )
+    config = FlowEvalConfig(str(tmp_path / "run"), held_out_per_task=1, num_samples=1, gifs=False)
+    config.held_out_data = [str(outside / "dataset.zarr")]
+    summary = evaluate(config, tmp_path / "eval", progress=False)
+    assert summary["held_out_clips"] == 2 and list(summary["methods"]["nearest"]["by_task"]) == [
+        "open the drawer"
+    ]
+    generate("demos", tmp_path / "none", GenerateConfig(tasks=["open_drawer"], episodes=0), False)
+    config.held_out_data = [str(tmp_path / "none" / "dataset.zarr")]
+    with pytest.raises(ValueError, match="no usable episode"):  # named, before anything is scored
+        evaluate(config, tmp_path / "eval", progress=False)
+
+
 def test_token_coordinates_name_the_place_each_token_sees_and_survive_save_load(tmp_path):
     config = tiny_generator_config()
     config.small.token_coordinates = True
