@@ -129,7 +129,8 @@ def agent_for(mode: Mode, cfg: GenerateConfig):
     return lambda env, rng: follow(env, env.task.human(env.model, env.data, rng))
 
 
-_ENVS: dict[tuple[str, str, str], SimEnv] = {}
+_ENVS: dict[tuple, SimEnv] = {}
+"""This process's environments, one per (task, embodiment, layout split, image size)."""
 
 
 def _run_job(args: tuple[Mode, str, int, str, GenerateConfig]) -> JobResult:
@@ -141,7 +142,7 @@ def _run_job(args: tuple[Mode, str, int, str, GenerateConfig]) -> JobResult:
         return JobResult(task, seed, name, "skipped", bool(stored.attrs.get("success", False)))
     started = time.perf_counter()
     try:
-        key = (task, EMBODIMENT[mode], cfg.layouts)
+        key = (task, EMBODIMENT[mode], cfg.layouts, tuple(cfg.image_size))
         if key not in _ENVS:
             task_config = TaskConfig(layouts=cfg.layouts)
             _ENVS[key] = SimEnv(
