@@ -182,6 +182,15 @@ OPEN, CLOSED = 0.1, 0.0
 
 
 # --------------------------------------------------------------------------- mug, plate, bowl
+OUTSIDE_ARRANGEMENTS = ((0, 1, 2), (1, 2, 0))
+"""Slots of (mug, plate, bowl) held out by ``layouts: outside``: no object shares a slot between the two,
+so inside every object still stands in every slot."""
+TABLE_ARRANGEMENTS = {
+    "outside": OUTSIDE_ARRANGEMENTS,
+    "inside": tuple(a for a in itertools.permutations(range(3)) if a not in OUTSIDE_ARRANGEMENTS),
+}
+
+
 class _TableTask(Task):
     """Mug, plate and bowl on the table; the layout depends on the seed only."""
 
@@ -197,17 +206,11 @@ class _TableTask(Task):
     def attachments(self):
         return {"mug": "mug"}
 
-    outside_arrangements = ((0, 1, 2), (1, 2, 0))
-    """Slots of (mug, plate, bowl) held out by ``layouts: outside``: no object shares a slot between the two,
-    so inside every object still stands in every slot."""
-
     def _arrangement(self, rng: np.random.Generator) -> np.ndarray:
         if self.config.layouts == "all":
             return rng.permutation(3)
-        outside = [np.array(a) for a in self.outside_arrangements]
-        inside = [np.array(a) for a in itertools.permutations(range(3)) if a not in self.outside_arrangements]
-        chosen = outside if self.config.layouts == "outside" else inside
-        return chosen[int(rng.integers(len(chosen)))]
+        chosen = TABLE_ARRANGEMENTS[self.config.layouts]
+        return np.array(chosen[int(rng.integers(len(chosen)))])
 
     def reset_layout(self, model, data, rng):
         # three slots across the table, shuffled; small jitter; the mug handle points away from the robot
