@@ -7,6 +7,12 @@ a small CNN trained with the model), so the network knows what each point sits o
 and a coarse grid of image tokens enter through cross-attention; the instruction is also added to the
 timestep embedding of every residual block (``text_in_time_embedding``), because one text token among
 144 image tokens was easy for cross-attention to ignore (instruction following was at chance without it).
+
+With ``goal_keypoints`` the instruction also picks places in the picture: the image features, modulated by
+the instruction (FiLM), give K heat maps whose soft-argmax is a point each (spatial softmax, as in
+end-to-end visuomotor learning). Every grid cell then gets, as input channels, the vector from its query
+point to each keypoint, the displacement a flow toward "the plate" needs. Without it the generator learned
+where the arrangements it saw put the target instead of looking for the plate (docs/results/im2flow.md).
 """
 
 from __future__ import annotations
@@ -41,6 +47,33 @@ class SmallConfig:
     a place in the picture (the plate, the bowl) returns its position as numbers the flow can move toward.
     On by default: it lowered the held-out error and raised instruction following
     (docs/results/im2flow.md)."""
+    goal_keypoints: int = 0
+    """K instruction-chosen points in the picture (0: off); each grid cell gets its vector to each of them."""
+
+
+class GoalKeypoints(nn.Module):
+    """Instruction → K points in the image: FiLM on the image features, K heat maps, spatial soft-argmax."""
+
+    def __init__(self, feature_dim: int, text_dim: int, keypoints: int) -> None:
+        super().__init__()
+        self.film = nn.Linear(text_dim, 2 * feature_dim)
+        nn.init.zeros_(self.film.weight)
+        nn.init.zeros_(self.film.bias)
+        self.mix = nn.Conv2d(feature_dim, feature_dim, 3, padding=1)
+        self.heat = nn.Conv2d(feature_dim, keypoints, 1)
+        self.log_temperature = nn.Parameter(torch.zeros(()))
+
+    def forward(self, features: torch.Tensor, text: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """features (B, C, H, W), text (B, D) → keypoints (B, K, 2) as (x, y) in [0, 1], maps (B, K, H, W)."""
+        scale, shift = self.film(text)[:, :, None, None].chunk(2, dim=1)
+        x = F.silu(self.mix(features * (1.0 + scale) + shift))
+        logits = self.heat(x) * self.log_temperature.exp()
+        b, k, h, w = logits.shape
+        weights = logits.flatten(2).softmax(dim=-1).view(b, k, h, w)
+        xs = (torch.arange(w, dtype=x.dtype, device=x.device) + 0.5) / w
+        ys = (torch.arange(h, dtype=x.dtype, device=x.device) + 0.5) / h
+        keypoints = torch.stack([(weights.sum(2) * xs).sum(-1), (weights.sum(3) * ys).sum(-1)], dim=-1)
+        return keypoints, weights
 
 
 class ImageEncoder(nn.Module):
@@ -62,6 +95,8 @@ class ImageEncoder(nn.Module):
         )
         self.point_level = max(0, len(self.levels) - 2)
         self.point_head = nn.Conv2d(widths[self.point_level + 1], config.point_feature_dim, 1)
+        # keypoints look at the mid level (finer) and the last level (wider view), side by side
+        self.keypoint_dim = widths[self.point_level + 1] + widths[-1]
         self.token_head = nn.Linear(widths[-1], config.cross_dim)
         side = config.image_size // 2 ** len(self.levels)
         self.token_position = nn.Parameter(torch.randn(side * side, config.cross_dim) * 0.02)
@@ -81,21 +116,29 @@ class ImageEncoder(nn.Module):
 
     def forward(self, images: torch.Tensor, xy: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """images uint8 (B, H, W, 3), xy (B, N, 2) in [0, 1] → point features (B, C, N), tokens (B, L, D)."""
+        points, tokens, _ = self.encode(images, xy)
+        return points, tokens
+
+    def encode(
+        self, images: torch.Tensor, xy: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """As ``forward``, plus the feature map keypoints are found on (B, C_mid + C_last, H_mid, W_mid)."""
         if images.shape[1:3] != (self.size, self.size):
             images = self.resize(images)
         x = images.permute(0, 3, 1, 2).float() / 255.0
         x = (x - self.mean) / self.std
-        point_map = None
+        point_map = mid = x
         for i, level in enumerate(self.levels):
             x = level(x)
             if i == self.point_level:
-                point_map = self.point_head(x)
+                point_map, mid = self.point_head(x), x
         grid = (xy * 2.0 - 1.0)[:, :, None, :]  # (B, N, 1, 2) for grid_sample, x first
         points = F.grid_sample(point_map, grid, mode="bilinear", align_corners=False)[..., 0]
         tokens = self.token_head(x.flatten(2).transpose(1, 2)) + self.token_position
         if self.coordinate_head is not None:
             tokens = tokens + self.coordinate_head(coordinate_features(self.token_xy))
-        return points, tokens
+        wide = F.interpolate(x, size=mid.shape[-2:], mode="nearest")
+        return points, tokens, torch.cat([mid, wide], dim=1)
 
 
 COORDINATE_FREQUENCIES = 4
@@ -123,11 +166,16 @@ class SmallDenoiser(nn.Module):
         self.grid_size, self.num_frames = grid_size, num_frames
         self.image_encoder = ImageEncoder(config)
         self.text_projection = nn.Linear(text_dim, config.cross_dim)
+        k = config.goal_keypoints
+        self.goal_keypoints = None
+        if k > 0:
+            self.goal_keypoints = GoalKeypoints(self.image_encoder.keypoint_dim, config.cross_dim, k)
+            self.keypoint_tokens = nn.Linear(2 + 4 * COORDINATE_FREQUENCIES, config.cross_dim)
         channels = list(config.unet_channels)
         depth = len(channels)
         self.unet = UNet2DConditionModel(
             sample_size=grid_size,
-            in_channels=3 * num_frames + 2 + config.point_feature_dim,
+            in_channels=3 * num_frames + 2 + config.point_feature_dim + 2 * k,
             out_channels=3 * num_frames,
             # no attention at full grid resolution: it made a training step several times slower on a CPU
             down_block_types=("DownBlock2D",) + ("CrossAttnDownBlock2D",) * (depth - 1),
@@ -147,11 +195,18 @@ class SmallDenoiser(nn.Module):
         """Everything but the noisy flow, computed once per sample (reused over the denoising steps)."""
         g = self.grid_size
         xy = queries[..., 1:3]
-        point_features, image_tokens = self.image_encoder(images, xy)
+        point_features, image_tokens, feature_map = self.image_encoder.encode(images, xy)
         b = images.shape[0]
         position = (xy * 2.0 - 1.0).transpose(1, 2)  # (B, 2, N)
-        extra = torch.cat([position, point_features], dim=1).reshape(b, -1, g, g)
         text = self.text_projection(text_tokens)
+        channels = [position, point_features]
+        if self.goal_keypoints is not None:
+            keypoints, _ = self.goal_keypoints(feature_map, text.mean(dim=1))  # (B, K, 2)
+            to_goal = 2.0 * (keypoints[:, :, None, :] - xy[:, None, :, :])  # (B, K, N, 2), like ``position``
+            channels.append(to_goal.permute(0, 1, 3, 2).reshape(b, -1, xy.shape[1]))
+            goal_tokens = self.keypoint_tokens(coordinate_features(keypoints))
+            image_tokens = torch.cat([goal_tokens, image_tokens], dim=1)
+        extra = torch.cat(channels, dim=1).reshape(b, -1, g, g)
         return {"extra": extra, "image_tokens": image_tokens, "text_tokens": text}
 
     def forward(self, x: torch.Tensor, t: torch.Tensor, condition: dict[str, torch.Tensor]) -> torch.Tensor:

@@ -246,3 +246,61 @@ def test_token_coordinates_name_the_place_each_token_sees_and_survive_save_load(
     np.testing.assert_array_equal(a, sample(loaded))
     torch.nn.init.normal_(generator.denoiser.image_encoder.coordinate_head.weight, std=1.0)
     assert not np.array_equal(a, sample(generator))
+
+
+def squares_picture(rng: np.random.Generator, size: int) -> tuple[np.ndarray, np.ndarray]:
+    """Grey, with a red and a blue 6-pixel square at random places → picture, centres (2, 2) in [0, 1]."""
+    picture = np.full((size, size, 3), 120, np.uint8)
+    corners = rng.integers(0, size - 6, (2, 2))
+    while np.abs(corners[0] - corners[1]).max() < 7:  # keep them apart
+        corners = rng.integers(0, size - 6, (2, 2))
+    for (x, y), colour in zip(corners, [(220, 30, 30), (30, 30, 220)], strict=True):
+        picture[y : y + 6, x : x + 6] = colour
+    return picture, (corners + 3.0) / size
+
+
+def test_goal_keypoints_learn_to_find_the_object_the_instruction_names_and_survive_save_load(tmp_path):
+    config = tiny_generator_config()
+    config.small.goal_keypoints = 1
+    torch.manual_seed(0)
+    generator = FlowGenerator(config)
+    denoiser = generator.denoiser
+    size = config.small.image_size
+    instructions = torch.randn(2, config.small.cross_dim)  # "the red one", "the blue one"
+    parts = [*denoiser.image_encoder.parameters(), *denoiser.goal_keypoints.parameters()]
+    optimiser = torch.optim.Adam(parts, lr=3e-3)
+    rng = np.random.default_rng(0)
+
+    def keypoints(batch: int) -> tuple[torch.Tensor, torch.Tensor]:
+        pictures, centres = zip(*(squares_picture(rng, size) for _ in range(batch)), strict=True)
+        which = torch.arange(batch) % 2
+        images = torch.from_numpy(np.stack(pictures))
+        _, _, features = denoiser.image_encoder.encode(images, torch.zeros(batch, 1, 2))
+        found, _ = denoiser.goal_keypoints(features, instructions[which])
+        target = torch.from_numpy(np.stack(centres)).float()[torch.arange(batch), which]
+        return found[:, 0], target
+
+    for _ in range(300):  # the points' only teacher is where the named square is
+        found, target = keypoints(32)
+        loss = (found - target).abs().sum(-1).mean()
+        optimiser.zero_grad()
+        loss.backward()
+        optimiser.step()
+    with torch.no_grad():
+        found, target = keypoints(64)
+    error = (found - target).norm(dim=-1)
+    assert error.median() < 0.05, error.median()  # the squares are ≥ 7 px = 0.22 apart
+    # the keypoints enter the flow and are saved with the generator
+    generator.eval()
+    loaded = load_generator(generator.save_pretrained(tmp_path / "g"))
+    assert loaded.config.small.goal_keypoints == 1
+    picture, _ = squares_picture(rng, 96)
+    queries = grid_in_box((0.2, 0.2, 0.5, 0.6), G)
+
+    def sample(g: FlowGenerator) -> np.ndarray:
+        return g.sample(picture, "open the drawer", queries, num_samples=1, seed=1)
+
+    a = sample(generator)
+    np.testing.assert_array_equal(a, sample(loaded))
+    torch.nn.init.normal_(generator.denoiser.goal_keypoints.heat.weight, std=1.0)
+    assert not np.array_equal(a, sample(generator))
