@@ -4,7 +4,7 @@
         [--tasks pick_place pour fold_cloth] [--demos 30] [--layouts 6] [--steps 1500] [--samples 8]
         [--work outputs/bench/diffusion_vs_regression] [--picture docs/results/diffusion_vs_regression.png]
         [--out outputs/bench/diffusion_vs_regression.jsonl]
-        [--set generator.flow.displacement_scale=6 --tag _s6]
+        [--set generator.flow.displacement_scale=6 --tag _s6] [--guidance 1.0]
 
 One run, on this machine:
 
@@ -146,6 +146,12 @@ def main() -> None:
     )
     parser.add_argument("--tag", default="", help="suffix of the two run folders (other --set, other runs)")
     parser.add_argument(
+        "--guidance",
+        type=float,
+        default=None,
+        help="classifier-free guidance of the diffusion samples (default: the generator's; 1 = none)",
+    )
+    parser.add_argument(
         "--out", type=Path, default=REPO / "outputs" / "bench" / "diffusion_vs_regression.jsonl"
     )
     args = parser.parse_args()
@@ -205,7 +211,8 @@ def main() -> None:
         answers = {}
         for objective, generator in generators.items():
             k = args.samples if objective == "diffusion" else 1
-            flows = generator.generate(image, queries, [instruction], k, seed=first).numpy()[0]
+            guidance = args.guidance if objective == "diffusion" else None
+            flows = generator.generate(image, queries, [instruction], k, first, guidance).numpy()[0]
             answers[objective] = np.stack([to_points(f, clips.queries[first], generator) for f in flows])
         reports = {objective: mode_report(answers[objective], truth) for objective in answers}
         rows.append({"layout": layout, "instruction": instruction, "modes": len(truth), **reports})
@@ -219,8 +226,9 @@ def main() -> None:
         if picture is None:
             picture = draw(clips.images[first], truth, answers["diffusion"], answers["regression"][0], layout)
 
+    guidance = generators["diffusion"].config.guidance_scale if args.guidance is None else args.guidance
     print(
-        f"\nFlows: {args.samples} diffusion samples vs one regression answer, "
+        f"\nFlows: {args.samples} diffusion samples (guidance {guidance:g}) vs one regression answer, "
         f"{args.layouts} held-out layouts per task, {args.demos} training demonstrations per task, "
         f"{args.steps} steps each{', ' + ' '.join(args.set) if args.set else ''}\n"
     )
@@ -264,6 +272,7 @@ def main() -> None:
         layouts=args.layouts,
         steps=args.steps,
         samples=args.samples,
+        guidance=guidance,
         overrides=args.set,
         summary=summary,
         rows=rows,
