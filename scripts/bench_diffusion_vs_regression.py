@@ -21,14 +21,23 @@ One run, on this machine:
 Prints per task: the share of layouts where the K samples cover every mode, the mean number of modes
 covered, and for the first diffusion sample and the regressor's answer their distance to the nearest
 mode's true flow and to the modes' mean flow (pixels of a 256-pixel frame, weighted to where the modes
-differ); appends a JSON row; draws, for the first layout, the true flows of every mode, the K samples
-and the regressor's answer over the first frame. Each stage is kept in ``--work`` and reused by a rerun.
+differ); draws, for the first layout, the true flows of every mode, the K samples and the regressor's
+answer over the first frame.
+
+Then, with ``--split-layouts N`` (0 skips it), every method (diffusion, regression, nearest-neighbour
+retrieval, zero motion; ``flow eval``'s metrics) on two held-out splits of N plain demonstrations per task:
+``all`` (layouts drawn like the training ones: retrieval finds near copies) scored with the generators
+above, and ``outside`` (arrangements of mug, plate and bowl, drawer and cloth positions no training
+layout has; ``TaskConfig.layouts``) scored with a second pair trained on ``layouts=inside``
+demonstrations. Appends one JSON row with everything. Each stage is kept in ``--work`` and reused by a
+rerun.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+from dataclasses import replace
 from pathlib import Path
 
 import cv2
@@ -92,6 +101,45 @@ def train(data: Path, run: Path, objective: str, steps: int, overrides: list[str
     return run / EXPORT
 
 
+def split_table(
+    work: Path, args: argparse.Namespace, runs: dict[str, Path], held_out: Path, split: str
+) -> dict:
+    """``flow eval`` of the diffusion run (regression as a column) on ``held_out``; prints its table."""
+    from im2flow2act.im2flow.evaluate import FlowEvalConfig, evaluate
+
+    config = FlowEvalConfig(
+        run=str(runs["diffusion"]),
+        regression_run=str(runs["regression"]),
+        held_out_per_task=0,
+        num_samples=4,
+        guidance_scale=args.guidance,
+        gifs=False,
+        held_out_data=[str(held_out)],
+    )
+    summary = evaluate(config, work / f"eval_{split}{args.tag}", progress=False)
+    methods = summary["methods"]
+    tasks = list(next(iter(methods.values()))["by_task"])
+    print(
+        f"\nSplit `{split}`: {summary['held_out_clips']} held-out clips, ADE in px (min-of-4 for diffusion)\n"
+    )
+    print("| method | ADE | min-of-4 ADE | instruction following | " + " | ".join(tasks) + " |")
+    print("|---|---|---|---|" + "---|" * len(tasks))
+    for name, m in methods.items():
+        follow = "–" if m["instruction_following"] is None else f"{m['instruction_following']:.0%}"
+        per_task = " | ".join(f"{m['by_task'][t]['ade']:.1f}" for t in tasks)
+        o = m["overall"]
+        print(f"| {name} | {o['ade']:.1f} | {o['min_ade']:.1f} | {follow} | {per_task} |")
+    return {
+        name: {
+            "ade": m["overall"]["ade"],
+            "min_ade": m["overall"]["min_ade"],
+            "instruction_following": m["instruction_following"],
+            "ade_by_task": {t: m["by_task"][t]["ade"] for t in tasks},
+        }
+        for name, m in methods.items()
+    }
+
+
 def path_px(flow: np.ndarray, size: int) -> np.ndarray:
     from im2flow2act.im2flow.modes import object_path
 
@@ -133,6 +181,12 @@ def main() -> None:
     parser.add_argument("--layouts", type=int, default=6, help="held-out layouts per task")
     parser.add_argument("--steps", type=int, default=1500)
     parser.add_argument("--samples", type=int, default=8)
+    parser.add_argument(
+        "--split-layouts",
+        type=int,
+        default=10,
+        help="held-out layouts per task and split (0: no split tables)",
+    )
     parser.add_argument("--size", type=int, default=256)
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--work", type=Path, default=REPO / "outputs" / "bench" / "diffusion_vs_regression")
@@ -174,12 +228,14 @@ def main() -> None:
     generate("demos", demos, cfg)
     modes_store = work / "modes" / "dataset.zarr"
     mode_demonstrations(args.tasks, args.layouts, args.size, modes_store)
-    generators = {
-        objective: load_generator(
-            train(demos / "dataset.zarr", work / f"{objective}{args.tag}", objective, args.steps, args.set)
+    objectives = ("diffusion", "regression")
+    runs = {
+        objective: train(
+            demos / "dataset.zarr", work / f"{objective}{args.tag}", objective, args.steps, args.set
         )
-        for objective in ("diffusion", "regression")
+        for objective in objectives
     }
+    generators = {objective: load_generator(runs[objective]) for objective in objectives}
     flow_config = generators["diffusion"].config.flow
     clips, problems = build_clips(
         [modes_store], ClipConfig(flow_config, "lk", {}, 0), work / f"mode_clips{args.tag}.npz"
@@ -260,6 +316,27 @@ def main() -> None:
             f"{s['diffusion_to_nearest']:.1f} / {s['diffusion_to_mean']:.1f} | "
             f"{s['regression_to_nearest']:.1f} / {s['regression_to_mean']:.1f} | {s['modes_apart']:.1f} |"
         )
+    splits = {}
+    if args.split_layouts > 0:
+        held = {split: work / f"held_out_{split}_{args.split_layouts}" for split in ("all", "outside")}
+        for split, folder in held.items():
+            layout_cfg = replace(cfg, episodes=args.split_layouts, seed=HELD_OUT_SEED, layouts=split)
+            generate("demos", folder, layout_cfg)
+        inside = work / "demos_inside"
+        generate("demos", inside, replace(cfg, layouts="inside"))
+        inside_runs = {
+            objective: train(
+                inside / "dataset.zarr",
+                work / f"{objective}_inside{args.tag}",
+                objective,
+                args.steps,
+                args.set,
+            ).parent
+            for objective in objectives
+        }
+        all_runs = {objective: run.parent for objective, run in runs.items()}
+        splits["all"] = split_table(work, args, all_runs, held["all"] / "dataset.zarr", "all")
+        splits["outside"] = split_table(work, args, inside_runs, held["outside"] / "dataset.zarr", "outside")
     if picture is not None:
         for path in [work / "picture.png", *([args.picture] if args.picture else [])]:
             path.parent.mkdir(parents=True, exist_ok=True)
@@ -276,6 +353,8 @@ def main() -> None:
         overrides=args.set,
         summary=summary,
         rows=rows,
+        split_layouts=args.split_layouts,
+        splits=splits,
     )
 
 
