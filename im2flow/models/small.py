@@ -47,8 +47,10 @@ class SmallConfig:
     a place in the picture (the plate, the bowl) returns its position as numbers the flow can move toward.
     On by default: it lowered the held-out error and raised instruction following
     (docs/results/im2flow.md)."""
-    goal_keypoints: int = 0
-    """K instruction-chosen points in the picture (0: off); each grid cell gets its vector to each of them."""
+    goal_keypoints: int = 4
+    """K instruction-chosen points in the picture (0: off); each grid cell gets its vector to each of them.
+    On by default: on layouts no training clip resembles it raised instruction following from below chance
+    to well above it (docs/results/im2flow.md)."""
 
 
 class GoalKeypoints(nn.Module):
