@@ -263,9 +263,13 @@ def test_a_generated_plan_follows_only_the_points_on_the_object(demos_root):
     args = (generator, view.frame(0), view.task, box, 2, 0.0, 0)
     everything, _ = plan_from_generator(*args)
     tracks, vis = plan_from_generator(*args, keep=mask)
-    assert everything.shape[1] == len(queries) and tracks.shape[1] == mask.sum()
+    # both keep only the points the sampled flow moves (a random tiny model leaves some unseen): with the
+    # mask, exactly the whole-grid plan's points that lie on the object, in the same order
+    on_object = queries[mask, 1:3]
+    expected = [p for p in everything[0] if np.isclose(on_object, p).all(axis=1).any()]
+    assert 0 < tracks.shape[1] <= everything.shape[1] <= len(queries)
     assert vis.shape == tracks.shape[:2]
-    np.testing.assert_allclose(tracks[0], queries[mask, 1:3])  # frame 0: the on-object queries themselves
+    np.testing.assert_allclose(tracks[0], np.array(expected))  # frame 0: the on-object queries themselves
     with pytest.raises(ValueError, match="one entry per query point"):
         plan_from_generator(*args, keep=mask[:-1])
 
