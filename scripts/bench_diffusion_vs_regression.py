@@ -4,7 +4,7 @@
         [--tasks pick_place pour fold_cloth] [--demos 30] [--layouts 6] [--steps 1500] [--samples 8]
         [--work outputs/bench/diffusion_vs_regression] [--picture docs/results/diffusion_vs_regression.png]
         [--out outputs/bench/diffusion_vs_regression.jsonl]
-        [--set generator.flow.displacement_scale=6 --tag _s6] [--guidance 1.0]
+        [--set generator.flow.displacement_scale=6 --tag _s6] [--guidance 1.0] [--split-layouts 10]
 
 One run, on this machine:
 
