@@ -139,8 +139,10 @@ def test_instruction_changes_the_flow_and_options_survive_save_load(tmp_path):
     # config.json records every option, so a network built without one loads as the network it was
     config = tiny_generator_config()
     config.small.text_in_time_embedding = config.small.token_coordinates = False
+    config.small.goal_keypoints = 0
     loaded = load_generator(FlowGenerator(config).save_pretrained(tmp_path / "without"))
     assert loaded.denoiser.image_encoder.coordinate_head is None
+    assert loaded.denoiser.goal_keypoints is None
     assert loaded.denoiser.unet.class_embedding is None
 
 
@@ -234,18 +236,29 @@ def test_token_coordinates_name_the_place_each_token_sees_and_survive_save_load(
     # the option is saved with the generator and changes the samples
     torch.manual_seed(0)
     generator = FlowGenerator(config).eval()
-    queries = grid_in_box((0.2, 0.2, 0.5, 0.6), G)
     picture = np.random.default_rng(0).integers(0, 255, (96, 96, 3), dtype=np.uint8)
-    loaded = load_generator(generator.save_pretrained(tmp_path / "g"))
+    head = generator.denoiser.image_encoder.coordinate_head
+    loaded = assert_reloads_the_same_and_samples_use(generator, head.weight, picture, tmp_path)
     assert loaded.config.small.token_coordinates and loaded.denoiser.image_encoder.coordinate_head is not None
+
+
+def assert_reloads_the_same_and_samples_use(
+    generator: FlowGenerator, weight: torch.Tensor, picture: np.ndarray, tmp_path
+) -> FlowGenerator:
+    """The saved and reloaded generator samples exactly the same flow; redrawing ``weight`` (a part under
+    test) changes the flow, so that part is used. Returns the reloaded generator."""
+    queries = grid_in_box((0.2, 0.2, 0.5, 0.6), G)
+    loaded = load_generator(generator.save_pretrained(tmp_path / "g"))
 
     def sample(g: FlowGenerator) -> np.ndarray:
         return g.sample(picture, "open the drawer", queries, num_samples=2, seed=1)
 
     a = sample(generator)
     np.testing.assert_array_equal(a, sample(loaded))
-    torch.nn.init.normal_(generator.denoiser.image_encoder.coordinate_head.weight, std=1.0)
+    with torch.no_grad():
+        torch.nn.init.normal_(weight, std=1.0)
     assert not np.array_equal(a, sample(generator))
+    return loaded
 
 
 def squares_picture(rng: np.random.Generator, size: int) -> tuple[np.ndarray, np.ndarray]:
@@ -291,16 +304,7 @@ def test_goal_keypoints_learn_to_find_the_object_the_instruction_names_and_survi
     error = (found - target).norm(dim=-1)
     assert error.median() < 0.05, error.median()  # the squares are ≥ 7 px = 0.22 apart
     # the keypoints enter the flow and are saved with the generator
-    generator.eval()
-    loaded = load_generator(generator.save_pretrained(tmp_path / "g"))
-    assert loaded.config.small.goal_keypoints == 1
     picture, _ = squares_picture(rng, 96)
-    queries = grid_in_box((0.2, 0.2, 0.5, 0.6), G)
-
-    def sample(g: FlowGenerator) -> np.ndarray:
-        return g.sample(picture, "open the drawer", queries, num_samples=1, seed=1)
-
-    a = sample(generator)
-    np.testing.assert_array_equal(a, sample(loaded))
-    torch.nn.init.normal_(generator.denoiser.goal_keypoints.heat.weight, std=1.0)
-    assert not np.array_equal(a, sample(generator))
+    heat = denoiser.goal_keypoints.heat.weight
+    loaded = assert_reloads_the_same_and_samples_use(generator.eval(), heat, picture, tmp_path)
+    assert loaded.config.small.goal_keypoints == 1
