@@ -87,10 +87,10 @@ def parse_name(name: str) -> tuple[str, str]:
 
 
 def train(data: Path, run: Path, objective: str, steps: int, overrides: list[str]) -> Path:
-    """One generator; ``overrides`` are ``flow train`` config keys (``generator.flow.displacement_scale=6``)
-    given to both objectives alike."""
+    """One generator; returns its run folder. ``overrides`` are ``flow train`` config keys
+    (``generator.flow.displacement_scale=6``) given to both objectives alike."""
     from im2flow2act.core.config import load_config
-    from im2flow2act.im2flow.train import EXPORT, FlowTrainConfig, FlowTrainer
+    from im2flow2act.im2flow.train import FlowTrainConfig, FlowTrainer
 
     config = load_config(FlowTrainConfig, None, overrides)
     config.data, config.held_out_per_task = [str(data)], 0
@@ -98,14 +98,14 @@ def train(data: Path, run: Path, objective: str, steps: int, overrides: list[str
     config.generator.objective = objective
     print(f"training the {objective} generator, {steps} steps → {run}", flush=True)
     FlowTrainer(config, run).fit()  # resumes from the run's checkpoint; a finished run only re-exports
-    return run / EXPORT
+    return run
 
 
 def split_table(
     work: Path, args: argparse.Namespace, runs: dict[str, Path], held_out: Path, split: str
 ) -> dict:
-    """``flow eval`` of the diffusion run (regression as a column) on ``held_out``; prints its table."""
-    from im2flow2act.im2flow.evaluate import FlowEvalConfig, evaluate
+    """``flow eval`` of the diffusion run (regression as a column) on ``held_out``; prints its tables."""
+    from im2flow2act.im2flow.evaluate import FlowEvalConfig, evaluate, markdown_table
 
     config = FlowEvalConfig(
         run=str(runs["diffusion"]),
@@ -117,24 +117,14 @@ def split_table(
         held_out_data=[str(held_out)],
     )
     summary = evaluate(config, work / f"eval_{split}{args.tag}", progress=False)
+    print(f"\nSplit `{split}` (diffusion: im2flow)\n\n{markdown_table(summary)}")
     methods = summary["methods"]
-    tasks = list(next(iter(methods.values()))["by_task"])
-    print(
-        f"\nSplit `{split}`: {summary['held_out_clips']} held-out clips, ADE in px (min-of-4 for diffusion)\n"
-    )
-    print("| method | ADE | min-of-4 ADE | instruction following | " + " | ".join(tasks) + " |")
-    print("|---|---|---|---|" + "---|" * len(tasks))
-    for name, m in methods.items():
-        follow = "–" if m["instruction_following"] is None else f"{m['instruction_following']:.0%}"
-        per_task = " | ".join(f"{m['by_task'][t]['ade']:.1f}" for t in tasks)
-        o = m["overall"]
-        print(f"| {name} | {o['ade']:.1f} | {o['min_ade']:.1f} | {follow} | {per_task} |")
     return {
         name: {
             "ade": m["overall"]["ade"],
             "min_ade": m["overall"]["min_ade"],
             "instruction_following": m["instruction_following"],
-            "ade_by_task": {t: m["by_task"][t]["ade"] for t in tasks},
+            "ade_by_task": {task: row["ade"] for task, row in m["by_task"].items()},
         }
         for name, m in methods.items()
     }
@@ -218,6 +208,7 @@ def main() -> None:
     from im2flow2act.im2flow.evaluate import to_points
     from im2flow2act.im2flow.generator import load_generator
     from im2flow2act.im2flow.modes import mode_report
+    from im2flow2act.im2flow.train import EXPORT
     from im2flow2act.policies.sim.generate import GenerateConfig, generate
 
     work = args.work
@@ -235,7 +226,7 @@ def main() -> None:
         )
         for objective in objectives
     }
-    generators = {objective: load_generator(runs[objective]) for objective in objectives}
+    generators = {objective: load_generator(runs[objective] / EXPORT) for objective in objectives}
     flow_config = generators["diffusion"].config.flow
     clips, problems = build_clips(
         [modes_store], ClipConfig(flow_config, "lk", {}, 0), work / f"mode_clips{args.tag}.npz"
@@ -331,11 +322,10 @@ def main() -> None:
                 objective,
                 args.steps,
                 args.set,
-            ).parent
+            )
             for objective in objectives
         }
-        all_runs = {objective: run.parent for objective, run in runs.items()}
-        splits["all"] = split_table(work, args, all_runs, held["all"] / "dataset.zarr", "all")
+        splits["all"] = split_table(work, args, runs, held["all"] / "dataset.zarr", "all")
         splits["outside"] = split_table(work, args, inside_runs, held["outside"] / "dataset.zarr", "outside")
     if picture is not None:
         for path in [work / "picture.png", *([args.picture] if args.picture else [])]:
