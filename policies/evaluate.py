@@ -186,6 +186,22 @@ class EpisodeLog:
                 )
             self.done[(result.task, result.demo)] = result
 
+    def take_from(self, other: Path) -> int:
+        """Adopt the rows of another folder's episode log that were run with these same settings (another
+        folder evaluated the same policy: its episodes need not run again); returns how many were new."""
+        if not other.is_file():
+            return 0
+        taken = 0
+        for line in other.read_text().splitlines():
+            row = json.loads(line) if line.strip() else {}
+            if row.pop("key", None) != self.key:
+                continue
+            result = EpisodeResult(**row)
+            if (result.task, result.demo) not in self.done:
+                self.add(result)
+                taken += 1
+        return taken
+
     def add(self, result: EpisodeResult) -> None:
         with self.path.open("a") as f:
             f.write(json.dumps({"key": self.key, **dataclasses.asdict(result)}) + "\n")

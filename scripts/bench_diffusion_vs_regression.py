@@ -5,6 +5,8 @@
         [--work outputs/bench/diffusion_vs_regression] [--picture docs/results/diffusion_vs_regression.png]
         [--out outputs/bench/diffusion_vs_regression.jsonl]
         [--set generator.flow.displacement_scale=6 --tag _s6] [--guidance 1.0] [--split-layouts 10]
+        [--pipeline runs/full [--policy-tracker oracle] [--play-episodes 5] [--play-windows 50]]
+        [--parts flows policy]
 
 One run, on this machine:
 
@@ -29,8 +31,16 @@ retrieval, zero motion; ``flow eval``'s metrics) on two held-out splits of N pla
 ``all`` (layouts drawn like the training ones: retrieval finds near copies) scored with the generators
 above, and ``outside`` (arrangements of mug, plate and bowl, drawer and cloth positions no training
 layout has; ``TaskConfig.layouts``) scored with a second pair trained on ``layouts=inside``
-demonstrations. Appends one JSON row with everything. Each stage is kept in ``--work`` and reused by a
-rerun.
+demonstrations.
+
+With ``--pipeline RUN`` (a finished ``pipeline run`` folder, e.g. ``--preset full``), the same for actions:
+its policy is trained again with the MSE objective (same config, play, steps and seed); both run in closed
+loop on every task's held-out demonstrations (demonstration flow, ``--policy-tracker``; the diffusion
+policy's episodes the pipeline already ran are reused), with the tasks' progress measures; then, open loop,
+on windows of play episodes never trained on, the spread of ``--policy-samples`` sampled chunks against the
+regressor's one (``policies/multimodality.py``). Without it that half is skipped.
+
+Appends one JSON row with everything. Each stage is kept in ``--work`` and reused by a rerun.
 """
 
 from __future__ import annotations
@@ -46,6 +56,8 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 HELD_OUT_SEED = 50_000
 """First seed of the held-out layouts: far from the training demonstrations' 0…demos-1."""
+HELD_OUT_PLAY_SEED = 100_000
+"""First seed of the play episodes of the open-loop look: far from the pipeline's play, 0…play-1."""
 COLOURS = {0: (0, 200, 0), 1: (0, 120, 255), 2: (255, 160, 0), 3: (200, 0, 200)}
 
 
@@ -130,6 +142,120 @@ def split_table(
     }
 
 
+def regression_policy(pipeline: Path, work: Path) -> Path:
+    """The pipeline's policy trained again, same config, play, steps and seed, with the MSE objective;
+    returns its model folder (resumes from its checkpoint; a finished run only re-exports)."""
+    from im2flow2act.core.config import load_config
+    from im2flow2act.policies.train import TrainConfig, Trainer
+
+    config = load_config(TrainConfig, pipeline / "6_policy" / "train_config.yaml")
+    config.policy.objective = "regression"
+    run = work / "policy_regression"
+    print(f"training the regression policy, {config.max_steps} steps → {run}", flush=True)
+    Trainer(config, run).fit()
+    return run / "policy"
+
+
+def closed_loop(pipeline_run: Path, work: Path, args: argparse.Namespace, regression: Path) -> dict:
+    """Both policies on every task's held-out demonstrations (demonstration flow, ``--policy-tracker``);
+    the diffusion policy's episodes the pipeline already ran are adopted, not run again."""
+    from im2flow2act.core.config import load_config
+    from im2flow2act.policies.evaluate import EpisodeLog, evaluate
+    from im2flow2act.policies.metrics import summary_markdown
+    from im2flow2act.policies.pipeline import Pipeline, PipelineConfig
+
+    pipeline = Pipeline(load_config(PipelineConfig, pipeline_run / "pipeline_config.yaml"), pipeline_run)
+    base = pipeline.evaluation_configs()[f"tracked/{args.policy_tracker}"]
+    configs = {
+        "diffusion": replace(base, videos=False, workers=args.workers),
+        "regression": replace(base, policy=str(regression), videos=False, workers=args.workers),
+    }
+    done = pipeline.folder("evaluate") / "tracked" / f"episodes_tracked_{args.policy_tracker}.jsonl"
+    summaries = {}
+    for objective, config in configs.items():
+        out = work / "policy_eval" / objective
+        out.mkdir(parents=True, exist_ok=True)
+        taken = EpisodeLog(out, config).take_from(done)
+        print(f"{objective} policy: {taken} episodes taken from {done}", flush=True)
+        summaries[objective] = evaluate(config, out, progress=True)
+        print(f"\n{objective} policy\n\n{summary_markdown(summaries[objective])}")
+    return summaries
+
+
+def open_loop(pipeline_run: Path, work: Path, args: argparse.Namespace, regression: Path) -> dict:
+    """Sampled chunks of both policies on windows of play never trained on (seeds from
+    ``HELD_OUT_PLAY_SEED``), per task scene."""
+    from im2flow2act.core.config import load_config
+    from im2flow2act.policies.data import PlayWindows
+    from im2flow2act.policies.multimodality import chunk_report, sample_chunks
+    from im2flow2act.policies.pipeline import PipelineConfig
+    from im2flow2act.policies.sim.generate import GenerateConfig, generate
+    from im2flow2act.policies.train import load_policy
+
+    pipeline = load_config(PipelineConfig, pipeline_run / "pipeline_config.yaml")
+    play = work / "play_held_out"
+    generate(
+        "play",
+        play,
+        GenerateConfig(
+            tasks=list(pipeline.tasks),
+            episodes=args.play_episodes,
+            workers=args.workers,
+            image_size=tuple(pipeline.image_size),
+            seed=HELD_OUT_PLAY_SEED,
+        ),
+    )
+    policies = {
+        "diffusion": load_policy(pipeline_run / "6_policy" / "policy"),
+        "regression": load_policy(regression),
+    }
+    windows = PlayWindows(play / "dataset.zarr", pipeline.policy.windows, seed=1)
+    rng = np.random.default_rng(0)
+    reports = {}
+    for task in pipeline.tasks:
+        mine = [i for i, (e, _) in enumerate(windows.index) if windows.episodes[e].name.startswith(task)]
+        if not mine:
+            continue
+        chosen = sorted(rng.choice(mine, size=min(args.play_windows, len(mine)), replace=False).tolist())
+        diffusion, truth = sample_chunks(policies["diffusion"], windows, chosen, args.policy_samples)
+        regression_chunks, _ = sample_chunks(policies["regression"], windows, chosen, 1)
+        reports[task] = chunk_report(diffusion, regression_chunks[:, 0], truth)
+    print(
+        f"\nActions, open loop: {args.policy_samples} diffusion chunks vs the regressor's one on "
+        f"{args.play_windows} windows per scene of {args.play_episodes} held-out play episodes per scene "
+        "(end-effector paths, cm)\n"
+    )
+    print(
+        "| scene | diffusion spread | diffusion first / best of K → play | regression → play | bimodal "
+        "windows | on those, regression → nearer way / middle | gripper split |"
+    )
+    print("|---|---|---|---|---|---|---|")
+    for task, r in reports.items():
+        print(
+            f"| {task} | {r['spread_cm']:.2f} | {r['diffusion_first_cm']:.2f} / "
+            f"{r['diffusion_best_cm']:.2f} | {r['regression_cm']:.2f} | {r['bimodal']:.0%} | "
+            f"{r['regression_to_nearest_cm']:.2f} / "
+            f"{r['regression_to_middle_cm']:.2f} | {r['gripper_split']:.0%} |"
+        )
+    return reports
+
+
+def policy_part(args: argparse.Namespace) -> dict:
+    """The policy comparison on a finished pipeline run: closed loop, then open loop."""
+    work = args.work / "policy"
+    regression = regression_policy(args.pipeline, work)
+    summaries = closed_loop(args.pipeline, work, args, regression)
+    tasks = list(summaries["diffusion"]["tasks"])
+    print(f"\nActions, closed loop (demonstration flow, {args.policy_tracker} tracking)\n")
+    print("| policy | " + " | ".join(tasks) + " |")
+    print("|---|" + "---|" * len(tasks))
+    for objective, summary in summaries.items():
+        rows = summary["tasks"]
+        cells = [f"{r['success_rate']:.0%} (held {r['held']}/{r['episodes']})" for r in map(rows.get, tasks)]
+        print(f"| {objective} | " + " | ".join(cells) + " |")
+    return {"closed_loop": summaries, "open_loop": open_loop(args.pipeline, work, args, regression)}
+
+
 def path_px(flow: np.ndarray, size: int) -> np.ndarray:
     from im2flow2act.im2flow.modes import object_path
 
@@ -164,46 +290,10 @@ def draw(
     return img
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--tasks", nargs="+", default=["pick_place", "pour", "fold_cloth"])
-    parser.add_argument("--demos", type=int, default=30, help="training demonstrations per task")
-    parser.add_argument("--layouts", type=int, default=6, help="held-out layouts per task")
-    parser.add_argument("--steps", type=int, default=1500)
-    parser.add_argument("--samples", type=int, default=8)
-    parser.add_argument(
-        "--split-layouts",
-        type=int,
-        default=10,
-        help="held-out layouts per task and split (0: no split tables)",
-    )
-    parser.add_argument("--size", type=int, default=256)
-    parser.add_argument("--workers", type=int, default=2)
-    parser.add_argument("--work", type=Path, default=REPO / "outputs" / "bench" / "diffusion_vs_regression")
-    parser.add_argument("--picture", type=Path, default=None, help="also write the picture here")
-    parser.add_argument(
-        "--set",
-        nargs="*",
-        default=[],
-        metavar="KEY=VALUE",
-        help="flow train config overrides for both generators, e.g. generator.flow.displacement_scale=6",
-    )
-    parser.add_argument("--tag", default="", help="suffix of the two run folders (other --set, other runs)")
-    parser.add_argument(
-        "--guidance",
-        type=float,
-        default=None,
-        help="classifier-free guidance of the diffusion samples (default: the generator's; 1 = none)",
-    )
-    parser.add_argument(
-        "--out", type=Path, default=REPO / "outputs" / "bench" / "diffusion_vs_regression.jsonl"
-    )
-    args = parser.parse_args()
-    os.environ.setdefault("MUJOCO_GL", "egl")
-
+def flow_part(args: argparse.Namespace) -> dict:
+    """Modes and the two held-out splits (the flows half); returns its part of the JSON row."""
     import torch
 
-    from im2flow2act.core.bench_log import append_row
     from im2flow2act.im2flow.data import ClipConfig, build_clips
     from im2flow2act.im2flow.evaluate import to_points
     from im2flow2act.im2flow.generator import load_generator
@@ -332,9 +422,7 @@ def main() -> None:
             path.parent.mkdir(parents=True, exist_ok=True)
             cv2.imwrite(str(path), picture)
             print(f"picture: {path}")
-    append_row(
-        args.out,
-        "diffusion_vs_regression",
+    return dict(
         demos=args.demos,
         layouts=args.layouts,
         steps=args.steps,
@@ -346,6 +434,72 @@ def main() -> None:
         split_layouts=args.split_layouts,
         splits=splits,
     )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--tasks", nargs="+", default=["pick_place", "pour", "fold_cloth"])
+    parser.add_argument("--demos", type=int, default=30, help="training demonstrations per task")
+    parser.add_argument("--layouts", type=int, default=6, help="held-out layouts per task")
+    parser.add_argument("--steps", type=int, default=1500)
+    parser.add_argument("--samples", type=int, default=8)
+    parser.add_argument(
+        "--split-layouts",
+        type=int,
+        default=10,
+        help="held-out layouts per task and split (0: no split tables)",
+    )
+    parser.add_argument("--size", type=int, default=256)
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--work", type=Path, default=REPO / "outputs" / "bench" / "diffusion_vs_regression")
+    parser.add_argument("--picture", type=Path, default=None, help="also write the picture here")
+    parser.add_argument(
+        "--set",
+        nargs="*",
+        default=[],
+        metavar="KEY=VALUE",
+        help="flow train config overrides for both generators, e.g. generator.flow.displacement_scale=6",
+    )
+    parser.add_argument("--tag", default="", help="suffix of the two run folders (other --set, other runs)")
+    parser.add_argument(
+        "--guidance",
+        type=float,
+        default=None,
+        help="classifier-free guidance of the diffusion samples (default: the generator's; 1 = none)",
+    )
+    parser.add_argument(
+        "--pipeline",
+        type=Path,
+        default=None,
+        help="a finished `pipeline run` folder (e.g. runs/full): adds the policy comparison on its play",
+    )
+    parser.add_argument("--policy-tracker", default="oracle", help="online tracker of the closed loop")
+    parser.add_argument("--play-episodes", type=int, default=5, help="held-out play episodes per scene")
+    parser.add_argument("--play-windows", type=int, default=50, help="play windows per scene, open loop")
+    parser.add_argument("--policy-samples", type=int, default=16, help="diffusion chunks per window")
+    parser.add_argument(
+        "--parts",
+        nargs="+",
+        choices=["flows", "policy"],
+        default=["flows", "policy"],
+        help="what to run (policy needs --pipeline)",
+    )
+    parser.add_argument(
+        "--out", type=Path, default=REPO / "outputs" / "bench" / "diffusion_vs_regression.jsonl"
+    )
+    args = parser.parse_args()
+    os.environ.setdefault("MUJOCO_GL", "egl")
+    from im2flow2act.core.bench_log import append_row
+
+    row = {}
+    if "flows" in args.parts:
+        row |= flow_part(args)
+    if "policy" in args.parts:
+        if args.pipeline is None:
+            print("\npolicy comparison skipped: give --pipeline RUN, a finished `pipeline run` folder")
+        else:
+            row["policy"] = policy_part(args)
+    append_row(args.out, "diffusion_vs_regression", parts=args.parts, **row)
 
 
 if __name__ == "__main__":

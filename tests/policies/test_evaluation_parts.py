@@ -14,7 +14,13 @@ from tiny_configs import tiny_generator_config, tiny_policy_config
 
 from im2flow2act.core.config import ConfigError
 from im2flow2act.core.registry import UnknownComponentError
-from im2flow2act.policies.evaluate import EvalConfig, build_plan_source, evaluate, plan_source_options
+from im2flow2act.policies.evaluate import (
+    EpisodeLog,
+    EvalConfig,
+    build_plan_source,
+    evaluate,
+    plan_source_options,
+)
 from im2flow2act.policies.online_tracking import (
     ONLINE_TRACKERS,
     CameraObservation,
@@ -182,3 +188,11 @@ def test_an_interrupted_evaluation_resumes_and_never_mixes_two_evaluations(play_
     with pytest.raises(ValueError, match="different evaluation"):
         evaluate(replace(cfg, action_samples=3), out, progress=False)
     assert log.read_text() == before  # nothing written is lost
+
+    elsewhere = tmp_path / "bench"
+    elsewhere.mkdir()
+    assert EpisodeLog(elsewhere, replace(cfg, action_samples=3)).take_from(log) == 0  # other settings
+    assert EpisodeLog(elsewhere, cfg).take_from(log) == 2
+    assert EpisodeLog(elsewhere, cfg).take_from(log) == 0  # already there
+    assert evaluate(cfg, elsewhere, progress=False)["tasks"] == full["tasks"]
+    assert len((elsewhere / log.name).read_text().splitlines()) == 2  # adopted, not run again
