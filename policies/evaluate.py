@@ -91,6 +91,9 @@ class EvalConfig:
     moving_threshold_px: float = _GENERATED.moving_threshold_px
     """generated: points whose flow moves less than this (256-pixel frame) are dropped, as in the
     reference."""
+    moving_fraction: float = _GENERATED.moving_fraction
+    """generated: points that move less than this fraction of the plan's 90th-percentile motion are
+    dropped too (the generator's smear on a drawer's cabinet or a cloth's still half)."""
     tracker: str = "oracle"
     """Online tracking during the rollout, a registered online tracker (``ONLINE_TRACKERS``): oracle
     (the simulator; an upper bound), lk, cotracker3-online."""
@@ -149,11 +152,20 @@ _NOT_IN_KEY = ("tasks", "episodes", "videos", "policy", "generator", "demos", "w
 episode does (a row names its demonstration; the models count by their weights' content)."""
 
 
+_ADDED_LATER = {"moving_fraction": 0.0}
+"""Settings added after episode logs were first written, with the value that reproduces the older
+behaviour: left out of the key at that value, so the older logs stay valid."""
+
+
 def episode_key(cfg: EvalConfig) -> str:
     """What makes two evaluations' episodes interchangeable: every setting that changes an episode and
     the content of the model weights (a retrained policy at the same path is another one; the same one
     copied elsewhere is not)."""
-    settings = {k: v for k, v in to_dict(cfg).items() if k not in _NOT_IN_KEY}
+    settings = {
+        k: v
+        for k, v in to_dict(cfg).items()
+        if k not in _NOT_IN_KEY and not (k in _ADDED_LATER and v == _ADDED_LATER[k])
+    }
     models = {"policy": cfg.policy} | ({"generator": cfg.generator} if cfg.plan_source == "generated" else {})
     for name, source in models.items():
         weights = Path(source) / "model.safetensors"

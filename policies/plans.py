@@ -25,7 +25,13 @@ from im2flow2act.policies.sim.env import SimEnv
 from im2flow2act.policies.sim.record import EMBODIMENT_LABEL
 from im2flow2act.preprocessing.dataset import EpisodeView
 from im2flow2act.preprocessing.trackers import TRACKERS, Tracker
-from im2flow2act.preprocessing.tracks import fill_lost_points, grid_in_box, moving_mask, pixel_indices
+from im2flow2act.preprocessing.tracks import (
+    fill_lost_points,
+    grid_in_box,
+    motion_span_px,
+    moving_mask,
+    pixel_indices,
+)
 
 
 @dataclass
@@ -123,11 +129,14 @@ def plan_from_generator(
     moving_threshold_px: float,
     seed: int,
     keep: np.ndarray | None = None,
+    moving_fraction: float = 0.0,
 ) -> tuple[np.ndarray, np.ndarray]:
     """(tracks, visibility) of a generated flow: ``num_flows`` samples for the scene, the medoid (closest to
     the others), its moving points. The box is the one the task's object prompt names. ``keep`` (bool, one
     per point of the generator's query grid) limits the plan to those points, e.g. the ones on the object's
-    first-frame mask; the generator still sees the whole grid it was trained on."""
+    first-frame mask; the generator still sees the whole grid it was trained on. A point is moving when it
+    moves more than ``moving_threshold_px`` and more than ``moving_fraction`` of the plan's 90th-percentile
+    motion."""
     queries = grid_in_box(box, generator.config.flow.grid_size)
     keep = np.ones(len(queries), bool) if keep is None else np.asarray(keep, bool)
     if keep.shape != (len(queries),):
@@ -138,7 +147,9 @@ def plan_from_generator(
     tracks = np.concatenate([queries[None, :, 1:3], chosen[..., :2]]).astype(np.float32)
     vis = np.concatenate([np.ones((1, len(queries)), bool), chosen[..., 2] > 0.5])
     tracks, vis = tracks[:, keep], vis[:, keep]
-    kept = _kept(moving_mask(tracks, vis, moving_threshold_px), np.ones(tracks.shape[1], bool))
+    span = motion_span_px(tracks, vis)
+    cut = max(moving_threshold_px, moving_fraction * float(np.percentile(span, 90)))
+    kept = _kept(span > cut, np.ones(tracks.shape[1], bool))
     return tracks[:, kept], vis[:, kept]
 
 
@@ -199,6 +210,10 @@ class GeneratedPlanConfig:
     """Flows sampled per episode; the medoid (closest to the others) is executed."""
     moving_threshold_px: float = 10.0
     """Points whose flow moves less than this (256-pixel frame) are dropped (as the reference does)."""
+    moving_fraction: float = 0.0
+    """Points that move less than this fraction of the plan's 90th-percentile motion are dropped too: the
+    generator smears a little motion onto the still part of a drawer or a cloth, which the fixed threshold
+    keeps and the policy then reads as an object that hardly moves."""
     plan_on_object: bool = True
     """Follow only the generated flow of grid points on the object in the scene's first-frame segmentation
     (what a SAM mask of the named object gives), not the table and background in its box."""
@@ -221,6 +236,14 @@ class GeneratedPlan(PlanSource):
         if c.plan_on_object:
             keep = on_object_mask(view, grid_in_box(box, self.generator.config.flow.grid_size))
         tracks, vis = plan_from_generator(
-            self.generator, scene, view.task, box, c.num_flows, c.moving_threshold_px, seed, keep
+            self.generator,
+            scene,
+            view.task,
+            box,
+            c.num_flows,
+            c.moving_threshold_px,
+            seed,
+            keep,
+            c.moving_fraction,
         )
         return Plan(tracks, vis, scene)

@@ -151,6 +151,12 @@ def moving_mask(
     The span is the larger side of the box around a point's visible positions (the reference's "largest
     distance moved", in pixels of a 256×256 frame); a point seen fewer than twice does not move.
     """
+    return motion_span_px(tracks, visibility, frame_px) > threshold_px
+
+
+def motion_span_px(tracks: np.ndarray, visibility: np.ndarray, frame_px: int = 256) -> np.ndarray:
+    """(N,) the larger side of the box around each point's visible positions, in pixels of a ``frame_px``
+    frame; 0 for a point seen fewer than twice."""
     validate_tracks(tracks, visibility)
     px = tracks * float(frame_px)
     big = np.where(visibility[..., None], px, np.nan)
@@ -158,7 +164,7 @@ def moving_mask(
     with np.errstate(invalid="ignore"), warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN columns for never-seen points
         span = np.nanmax(big, axis=0) - np.nanmin(big, axis=0)
-    return seen & (np.nan_to_num(span, nan=0.0).max(axis=-1) > threshold_px)
+    return np.where(seen, np.nan_to_num(span, nan=0.0).max(axis=-1), 0.0)
 
 
 def grid_in_box(box: Sequence[float], grid_size: int = 32, t: float = 0.0) -> np.ndarray:

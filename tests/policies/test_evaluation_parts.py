@@ -128,6 +128,7 @@ def test_plan_options_come_from_the_eval_config_and_plan_args():
         "generator": "g",
         "num_flows": 5,
         "moving_threshold_px": 10.0,
+        "moving_fraction": 0.0,
         "plan_on_object": True,  # one setting for both plan sources
     }
     tracked = plan_source_options(EvalConfig(plan_args={"grid": 8}))

@@ -251,7 +251,7 @@ def test_a_generated_plan_follows_only_the_points_on_the_object(demos_root):
     from im2flow2act.im2flow.generator import FlowGenerator
     from im2flow2act.policies.evaluate import on_object_mask, plan_from_generator
     from im2flow2act.preprocessing.dataset import FlowDataset
-    from im2flow2act.preprocessing.tracks import grid_in_box
+    from im2flow2act.preprocessing.tracks import grid_in_box, motion_span_px
 
     view = next(v for v in FlowDataset(demos_root) if v.attrs["task_name"] == "pick_place")
     torch.manual_seed(0)
@@ -272,6 +272,13 @@ def test_a_generated_plan_follows_only_the_points_on_the_object(demos_root):
     np.testing.assert_allclose(tracks[0], np.array(expected))  # frame 0: the on-object queries themselves
     with pytest.raises(ValueError, match="one entry per query point"):
         plan_from_generator(*args, keep=mask[:-1])
+
+    # moving_fraction drops the points that move little next to the plan's own large motions
+    strict, strict_vis = plan_from_generator(*args, moving_fraction=0.8)
+    spans = motion_span_px(*plan_from_generator(*args))
+    assert 0 < strict.shape[1] < everything.shape[1]
+    assert motion_span_px(strict, strict_vis).min() >= 0.8 * np.percentile(spans, 90) - 1e-3
+    assert all(np.isclose(everything[0], p).all(axis=1).any() for p in strict[0])
 
 
 def test_medoid_chunk_is_a_sampled_chunk_in_the_middle_of_the_others():
