@@ -86,7 +86,8 @@ def evaluation_table(run: Path) -> list[str]:
         }
     if not columns:
         return ["Not evaluated yet."]
-    names = sorted(columns, key=lambda k: (not k.startswith("generated"), "oracle" in k, k))
+    expert_last = lambda k: (k == "scripted expert", not k.startswith("generated"), "oracle" in k, k)  # noqa: E731
+    names = sorted(columns, key=expert_last)
     lines = [
         "| task | " + " | ".join(names) + " | reference (language) |",
         "|---|" + "---|" * (len(names) + 1),
