@@ -38,7 +38,8 @@ its policy is trained again with the MSE objective (same config, play, steps and
 loop on every task's held-out demonstrations (demonstration flow, ``--policy-tracker``; the diffusion
 policy's episodes the pipeline already ran are reused), with the tasks' progress measures; then, open loop,
 on windows of play episodes never trained on, the spread of ``--policy-samples`` sampled chunks against the
-regressor's one (``policies/multimodality.py``). Without it that half is skipped.
+regressor's one (``policies/multimodality.py``; run first, it takes minutes). Without it that half is
+skipped.
 
 Appends one JSON row with everything. Each stage is kept in ``--work`` and reused by a rerun.
 """
@@ -241,9 +242,10 @@ def open_loop(pipeline_run: Path, work: Path, args: argparse.Namespace, regressi
 
 
 def policy_part(args: argparse.Namespace) -> dict:
-    """The policy comparison on a finished pipeline run: closed loop, then open loop."""
+    """The policy comparison on a finished pipeline run: open loop (minutes), then closed loop."""
     work = args.work / "policy"
     regression = regression_policy(args.pipeline, work)
+    chunks = open_loop(args.pipeline, work, args, regression)
     summaries = closed_loop(args.pipeline, work, args, regression)
     tasks = list(summaries["diffusion"]["tasks"])
     print(f"\nActions, closed loop (demonstration flow, {args.policy_tracker} tracking)\n")
@@ -253,7 +255,7 @@ def policy_part(args: argparse.Namespace) -> dict:
         rows = summary["tasks"]
         cells = [f"{r['success_rate']:.0%} (held {r['held']}/{r['episodes']})" for r in map(rows.get, tasks)]
         print(f"| {objective} | " + " | ".join(cells) + " |")
-    return {"closed_loop": summaries, "open_loop": open_loop(args.pipeline, work, args, regression)}
+    return {"closed_loop": summaries, "open_loop": chunks}
 
 
 def path_px(flow: np.ndarray, size: int) -> np.ndarray:
