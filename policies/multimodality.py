@@ -16,7 +16,10 @@ from im2flow2act.policies.flow_policy import FlowPolicy
 from im2flow2act.policies.sim.robot import MAX_WIDTH
 
 BIMODAL_APART_CM = 3.0
-"""Two clusters of sampled paths further apart than this (mean over the chunk) make a window bimodal."""
+"""Two clusters of sampled paths must be further apart than this (mean over the chunk) …"""
+BIMODAL_SEPARATION = 5.0
+"""… and this many times further apart than their samples lie from their own cluster's mean path, for a
+window to count as bimodal (a wide single blob also splits in two, with its halves about 3× apart)."""
 
 
 def sample_chunks(
@@ -60,10 +63,11 @@ def chunk_report(diffusion: np.ndarray, regression: np.ndarray, truth: np.ndarra
     - ``spread_cm``: mean distance of a diffusion sample's path from the samples' mean path;
     - ``diffusion_first_cm`` / ``diffusion_best_cm`` / ``regression_cm``: distance to the play's path of
       the first sample, of the nearest of the K samples, and of the regressor's chunk;
-    - ``bimodal``: share of windows whose samples split into two clusters more than
-      ``BIMODAL_APART_CM`` apart (each with at least two samples); on those, ``regression_to_nearest_cm``
-      and ``regression_to_middle_cm``: the regressor's path to the nearer cluster's mean path and to the
-      point halfway between the two (a regressor that averages the ways lands near the middle);
+    - ``bimodal``: share of windows whose samples split into two clusters (each with at least two
+      samples) more than ``BIMODAL_APART_CM`` and ``BIMODAL_SEPARATION`` × their own spread apart; on
+      those, ``regression_to_nearest_cm`` and ``regression_to_middle_cm``: the regressor's path to the
+      nearer cluster's mean path and to the point halfway between the two (a regressor that averages the
+      ways lands near the middle);
     - ``gripper_split``: share of windows where some samples end the chunk with the gripper closed and
       others open (a timing mode: grasp now or later).
     """
@@ -80,7 +84,9 @@ def chunk_report(diffusion: np.ndarray, regression: np.ndarray, truth: np.ndarra
     for samples, answer in zip(diffusion, regression, strict=True):
         labels, centres = two_means(samples)
         sizes = np.bincount(labels, minlength=2)
-        if sizes.min() < 2 or path_distance_cm(centres[0], centres[1]) <= BIMODAL_APART_CM:
+        apart = path_distance_cm(centres[0], centres[1])
+        within = path_distance_cm(samples[..., :3], centres[labels]).mean()
+        if sizes.min() < 2 or apart <= max(BIMODAL_APART_CM, BIMODAL_SEPARATION * within):
             continue
         to_nearest.append(path_distance_cm(answer[None, :, :3], centres).min())
         to_middle.append(path_distance_cm(answer[:, :3], centres.mean(axis=0)))

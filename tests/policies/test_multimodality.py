@@ -40,6 +40,9 @@ def test_two_ways_are_found_and_the_averaging_regressor_lands_between_them():
     assert report["bimodal"] == 0.0 and np.isnan(report["regression_to_middle_cm"])
     assert report["spread_cm"] < 0.5
 
+    wide_blob = np.stack([[scripted_chunk(offset) for offset in rng.normal(0, 3.0, 16)]])
+    assert chunk_report(wide_blob, middle, middle)["bimodal"] == 0.0  # spread, but one way
+
     timing = np.stack([[scripted_chunk(0.0, gripper=w) for w in (0.0, 0.0, MAX_WIDTH, MAX_WIDTH)]])
     assert chunk_report(timing, middle, middle)["gripper_split"] == 1.0
 
