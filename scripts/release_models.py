@@ -86,8 +86,11 @@ def evaluation_table(run: Path) -> list[str]:
         }
     if not columns:
         return ["Not evaluated yet."]
-    expert_last = lambda k: (k == "scripted expert", not k.startswith("generated"), "oracle" in k, k)  # noqa: E731
-    names = sorted(columns, key=expert_last)
+
+    def order(name: str) -> tuple:  # generated flow first, the real tracker before the oracle, expert last
+        return (name == "scripted expert", not name.startswith("generated"), "oracle" in name, name)
+
+    names = sorted(columns, key=order)
     lines = [
         "| task | " + " | ".join(names) + " | reference (language) |",
         "|---|" + "---|" * (len(names) + 1),
