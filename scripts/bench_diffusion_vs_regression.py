@@ -143,13 +143,20 @@ def split_table(
     }
 
 
+def policy_stage(pipeline: Path) -> Path:
+    """The pipeline run's policy stage folder (its train_config.yaml, the exported policy/)."""
+    from im2flow2act.policies.pipeline import STAGES
+
+    return pipeline / f"{STAGES.index('policy') + 1}_policy"
+
+
 def regression_policy(pipeline: Path, work: Path) -> Path:
     """The pipeline's policy trained again, same config, play, steps and seed, with the MSE objective;
     returns its model folder (resumes from its checkpoint; a finished run only re-exports)."""
     from im2flow2act.core.config import load_config
     from im2flow2act.policies.train import TrainConfig, Trainer
 
-    config = load_config(TrainConfig, pipeline / "6_policy" / "train_config.yaml")
+    config = load_config(TrainConfig, policy_stage(pipeline) / "train_config.yaml")
     config.policy.objective = "regression"
     run = work / "policy_regression"
     print(f"training the regression policy, {config.max_steps} steps → {run}", flush=True)
@@ -207,7 +214,7 @@ def open_loop(pipeline_run: Path, work: Path, args: argparse.Namespace, regressi
         ),
     )
     policies = {
-        "diffusion": load_policy(pipeline_run / "6_policy" / "policy"),
+        "diffusion": load_policy(policy_stage(pipeline_run) / "policy"),
         "regression": load_policy(regression),
     }
     windows = PlayWindows(play / "dataset.zarr", pipeline.policy.windows, seed=1)
