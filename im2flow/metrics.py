@@ -10,9 +10,9 @@
 
 from __future__ import annotations
 
-import warnings
-
 import numpy as np
+
+from im2flow2act.preprocessing.tracks import motion_span_px
 
 FRAME_PX = 256.0
 MOVING_PX = 20.0
@@ -34,10 +34,7 @@ def ade(generated: np.ndarray, true: np.ndarray) -> float:
 def moving_ade(generated: np.ndarray, true: np.ndarray) -> float:
     """ADE on the points the true flow moves more than ``MOVING_PX`` (NaN when none moves)."""
     visible = true[..., 2] > 0.5
-    positions = np.where(visible[..., None], true[..., :2] * FRAME_PX, np.nan)
-    with np.errstate(invalid="ignore"), warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN columns for never-seen points
-        span = np.nan_to_num(np.nanmax(positions, axis=0) - np.nanmin(positions, axis=0)).max(axis=-1)
+    span = motion_span_px(true[..., :2].astype(np.float32), visible, int(FRAME_PX))
     moving = visible & (span > MOVING_PX)[None]
     if not moving.any():
         return float("nan")
