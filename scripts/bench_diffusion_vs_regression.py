@@ -50,9 +50,13 @@ import argparse
 import os
 from dataclasses import replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import cv2
 import numpy as np
+
+if TYPE_CHECKING:
+    from im2flow2act.policies.pipeline import Pipeline
 
 REPO = Path(__file__).resolve().parents[1]
 HELD_OUT_SEED = 50_000
@@ -143,20 +147,13 @@ def split_table(
     }
 
 
-def policy_stage(pipeline: Path) -> Path:
-    """The pipeline run's policy stage folder (its train_config.yaml, the exported policy/)."""
-    from im2flow2act.policies.pipeline import STAGES
-
-    return pipeline / f"{STAGES.index('policy') + 1}_policy"
-
-
-def regression_policy(pipeline: Path, work: Path) -> Path:
+def regression_policy(pipeline: Pipeline, work: Path) -> Path:
     """The pipeline's policy trained again, same config, play, steps and seed, with the MSE objective;
     returns its model folder (resumes from its checkpoint; a finished run only re-exports)."""
     from im2flow2act.core.config import load_config
     from im2flow2act.policies.train import TrainConfig, Trainer
 
-    config = load_config(TrainConfig, policy_stage(pipeline) / "train_config.yaml")
+    config = load_config(TrainConfig, pipeline.folder("policy") / "train_config.yaml")
     config.policy.objective = "regression"
     run = work / "policy_regression"
     print(f"training the regression policy, {config.max_steps} steps → {run}", flush=True)
@@ -164,15 +161,12 @@ def regression_policy(pipeline: Path, work: Path) -> Path:
     return run / "policy"
 
 
-def closed_loop(pipeline_run: Path, work: Path, args: argparse.Namespace, regression: Path) -> dict:
+def closed_loop(pipeline: Pipeline, work: Path, args: argparse.Namespace, regression: Path) -> dict:
     """Both policies on every task's held-out demonstrations (demonstration flow, ``--policy-tracker``);
     the diffusion policy's episodes the pipeline already ran are adopted, not run again."""
-    from im2flow2act.core.config import load_config
     from im2flow2act.policies.evaluate import EpisodeLog, evaluate
     from im2flow2act.policies.metrics import summary_markdown
-    from im2flow2act.policies.pipeline import Pipeline, PipelineConfig
 
-    pipeline = Pipeline(load_config(PipelineConfig, pipeline_run / "pipeline_config.yaml"), pipeline_run)
     base = pipeline.evaluation_configs()[f"tracked/{args.policy_tracker}"]
     configs = {
         "diffusion": replace(base, videos=False, workers=args.workers),
@@ -190,37 +184,35 @@ def closed_loop(pipeline_run: Path, work: Path, args: argparse.Namespace, regres
     return summaries
 
 
-def open_loop(pipeline_run: Path, work: Path, args: argparse.Namespace, regression: Path) -> dict:
+def open_loop(pipeline: Pipeline, work: Path, args: argparse.Namespace, regression: Path) -> dict:
     """Sampled chunks of both policies on windows of play never trained on (seeds from
     ``HELD_OUT_PLAY_SEED``), per task scene."""
-    from im2flow2act.core.config import load_config
     from im2flow2act.policies.data import PlayWindows
     from im2flow2act.policies.multimodality import chunk_report, sample_chunks
-    from im2flow2act.policies.pipeline import PipelineConfig
     from im2flow2act.policies.sim.generate import GenerateConfig, generate
     from im2flow2act.policies.train import load_policy
 
-    pipeline = load_config(PipelineConfig, pipeline_run / "pipeline_config.yaml")
+    config = pipeline.config
     play = work / "play_held_out"
     generate(
         "play",
         play,
         GenerateConfig(
-            tasks=list(pipeline.tasks),
+            tasks=list(config.tasks),
             episodes=args.play_episodes,
             workers=args.workers,
-            image_size=tuple(pipeline.image_size),
+            image_size=tuple(config.image_size),
             seed=HELD_OUT_PLAY_SEED,
         ),
     )
     policies = {
-        "diffusion": load_policy(policy_stage(pipeline_run) / "policy"),
+        "diffusion": load_policy(pipeline.folder("policy") / "policy"),
         "regression": load_policy(regression),
     }
-    windows = PlayWindows(play / "dataset.zarr", pipeline.policy.windows, seed=1)
+    windows = PlayWindows(play / "dataset.zarr", config.policy.windows, seed=1)
     rng = np.random.default_rng(0)
     reports = {}
-    for task in pipeline.tasks:
+    for task in config.tasks:
         mine = [i for i, (e, _) in enumerate(windows.index) if windows.episodes[e].name.startswith(task)]
         if not mine:
             continue
@@ -250,10 +242,14 @@ def open_loop(pipeline_run: Path, work: Path, args: argparse.Namespace, regressi
 
 def policy_part(args: argparse.Namespace) -> dict:
     """The policy comparison on a finished pipeline run: open loop (minutes), then closed loop."""
+    from im2flow2act.core.config import load_config
+    from im2flow2act.policies.pipeline import Pipeline, PipelineConfig
+
+    pipeline = Pipeline(load_config(PipelineConfig, args.pipeline / "pipeline_config.yaml"), args.pipeline)
     work = args.work / "policy"
-    regression = regression_policy(args.pipeline, work)
-    chunks = open_loop(args.pipeline, work, args, regression)
-    summaries = closed_loop(args.pipeline, work, args, regression)
+    regression = regression_policy(pipeline, work)
+    chunks = open_loop(pipeline, work, args, regression)
+    summaries = closed_loop(pipeline, work, args, regression)
     tasks = list(summaries["diffusion"]["tasks"])
     print(f"\nActions, closed loop (demonstration flow, {args.policy_tracker} tracking)\n")
     print("| policy | " + " | ".join(tasks) + " |")
