@@ -90,6 +90,8 @@ def warp_flows(
     s = scale[:, None, :, None, None].to(flows.dtype)
     if flow.encoding == "displacement":  # a displacement only scales
         out[:, :, 0:2] = flows[:, :, 0:2] / s
+    elif flow.encoding == "sqrt_displacement":  # √|d / s| = √|d| / √|s|; a flip turns the sign
+        out[:, :, 0:2] = flows[:, :, 0:2] * torch.sign(s) / torch.sqrt(torch.abs(s))
     else:  # absolute: e = 2u − 1
         o = offset[:, None, :, None, None].to(flows.dtype)
         out[:, :, 0:2] = 2.0 * (((flows[:, :, 0:2] + 1.0) / 2.0 - o) / s) - 1.0

@@ -4,7 +4,7 @@
         [--tasks pick_place pour fold_cloth] [--demos 30] [--layouts 6] [--steps 1500] [--samples 8]
         [--work outputs/bench/diffusion_vs_regression] [--picture docs/results/diffusion_vs_regression.png]
         [--out outputs/bench/diffusion_vs_regression.jsonl]
-        [--set generator.flow.displacement_scale=6 --tag _s6] [--guidance 1.0] [--split-layouts 10]
+        [--set generator.flow.displacement_scale=6 --tag _s6] [--guidance 1] [--split-layouts 10]
         [--pipeline runs/full [--policy-tracker oracle] [--play-episodes 5] [--play-windows 50]]
         [--parts flows policy]
 
@@ -129,7 +129,6 @@ def split_table(
         regression_run=str(runs["regression"]),
         held_out_per_task=0,
         num_samples=4,
-        guidance_scale=args.guidance,
         gifs=False,
         held_out_data=[str(held_out)],
     )
@@ -353,7 +352,7 @@ def flow_part(args: argparse.Namespace) -> dict:
         answers = {}
         for objective, generator in generators.items():
             k = args.samples if objective == "diffusion" else 1
-            guidance = args.guidance if objective == "diffusion" else None
+            guidance = args.guidance if objective == "diffusion" else None  # regression has none
             flows = generator.generate(image, queries, [instruction], k, first, guidance).numpy()[0]
             answers[objective] = np.stack([to_points(f, clips.queries[first], generator) for f in flows])
         reports = {objective: mode_report(answers[objective], truth) for objective in answers}
@@ -368,9 +367,8 @@ def flow_part(args: argparse.Namespace) -> dict:
         if picture is None:
             picture = draw(clips.images[first], truth, answers["diffusion"], answers["regression"][0], layout)
 
-    guidance = generators["diffusion"].config.guidance_scale if args.guidance is None else args.guidance
     print(
-        f"\nFlows: {args.samples} diffusion samples (guidance {guidance:g}) vs one regression answer, "
+        f"\nFlows: {args.samples} diffusion samples (guidance {args.guidance:g}) vs one regression answer, "
         f"{args.layouts} held-out layouts per task, {args.demos} training demonstrations per task, "
         f"{args.steps} steps each{', ' + ' '.join(args.set) if args.set else ''}\n"
     )
@@ -432,7 +430,7 @@ def flow_part(args: argparse.Namespace) -> dict:
         layouts=args.layouts,
         steps=args.steps,
         samples=args.samples,
-        guidance=guidance,
+        guidance=args.guidance,
         overrides=args.set,
         summary=summary,
         rows=rows,
@@ -469,8 +467,9 @@ def main() -> None:
     parser.add_argument(
         "--guidance",
         type=float,
-        default=None,
-        help="classifier-free guidance of the diffusion samples (default: the generator's; 1 = none)",
+        default=1.0,
+        help="classifier-free guidance of the mode-coverage samples (1 = none: guidance pulls the samples "
+        "toward one answer); the split tables sample at the generator's own, as `flow eval` does",
     )
     parser.add_argument(
         "--pipeline",

@@ -24,7 +24,7 @@ def tiny_train_config(demos_root, **kwargs) -> FlowTrainConfig:
     return FlowTrainConfig(data=[str(demos_root)], generator=tiny_generator_config(), **(defaults | kwargs))
 
 
-@pytest.mark.parametrize("encoding", ["absolute", "displacement"])
+@pytest.mark.parametrize("encoding", ["absolute", "displacement", "sqrt_displacement"])
 def test_flow_image_round_trip(encoding):
     rng = np.random.default_rng(0)
     queries = grid_in_box((0.2, 0.3, 0.6, 0.7), G)
@@ -42,6 +42,30 @@ def test_flow_image_round_trip(encoding):
     # the flow image is laid out like the picture: row i, column j is grid point i·G + j
     k = 2 * G + 3
     assert np.isclose(decode(flow[:, :, 2:3, 3:4], queries[k : k + 1], config)[0][:, 0], want[:, k]).all()
+
+
+def test_sqrt_displacement_lifts_short_moves_and_keeps_still_points_still():
+    queries = grid_in_box((0.4, 0.4, 0.6, 0.6), 2)
+    tracks = np.repeat(queries[None, :, 1:], 3, axis=0).astype(np.float32)
+    tracks[1:, 0, 0] += np.float32(10 / 256)  # one point pulled 10 px, as a drawer's handle
+    tracks[1:, 1, 0] += np.float32(100 / 256)  # one carried 100 px, as a mug
+    visibility = np.ones(tracks.shape[:2], bool)
+    linear, root = (
+        encode(tracks, visibility, queries, FlowImageConfig(2, 2, encoding))
+        for encoding in ("displacement", "sqrt_displacement")
+    )
+    assert (
+        root[-1, 0, 0, 0] > 3 * linear[-1, 0, 0, 0]
+    )  # the short pull: √ lifts it well above the noise floor
+    assert root[-1, 0, 0, 1] / root[-1, 0, 0, 0] < linear[-1, 0, 0, 1] / linear[-1, 0, 0, 0] / 2
+    # a still point sampled 0.1 off decodes under 1 px away (linear: 13 px)
+    config = FlowImageConfig(2, 2, "sqrt_displacement")
+    off = root.copy()
+    off[:, 0, 1, :] = 0.1
+    moved = np.abs(decode(off, queries, config)[0][:, 2:, 0] - queries[None, 2:, 1]) * 256
+    assert (moved < 1.0).all() and (moved > 0.1).all()
+    with pytest.raises(ValueError, match="encoding must be one of"):
+        FlowImageConfig(encoding="sqrt")
 
 
 def test_clips_from_sim_demos_track_the_box_grid_and_cache(demos_root, tmp_path):
