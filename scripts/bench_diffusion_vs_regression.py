@@ -17,8 +17,8 @@ One run, on this machine:
    demonstrated once per mode of the task (``Task.modes``: the detour's side; for the cloth also the
    corner), each mode forced, so every layout has one true flow per mode (LK on the rendered video, as
    training clips are made);
-3. per layout, ``--samples`` diffusion samples and the regressor's one answer from the first frame and
-   the instruction are classified by mode (``im2flow/modes.py``).
+3. per layout, ``--samples`` diffusion samples (``--guidance``: none by default) and the regressor's one
+   answer from the first frame and the instruction are classified by mode (``im2flow/modes.py``).
 
 Prints per task: the share of layouts where the K samples cover every mode, the mean number of modes
 covered, and for the first diffusion sample and the regressor's answer their distance to the nearest
