@@ -29,7 +29,7 @@ PRESETS = ("small", "sd15")
 class GeneratorConfig:
     preset: str = "small"
     flow: FlowImageConfig = field(
-        default_factory=lambda: FlowImageConfig(grid_size=16, num_frames=16, encoding="displacement")
+        default_factory=lambda: FlowImageConfig(grid_size=16, num_frames=16, encoding="sqrt_displacement")
     )
     small: SmallConfig = field(default_factory=SmallConfig)
     sd15: dict = field(default_factory=dict)

@@ -53,14 +53,14 @@ def test_yaml_then_overrides_then_save_round_trip(tmp_path):
 
 
 def test_a_partial_nested_section_changes_only_its_keys_of_the_fields_own_default(tmp_path):
-    # the generator's default flow is 16×16 displacement, not FlowImageConfig's class defaults (32×32
+    # the generator's default flow is 16×16 sqrt_displacement, not FlowImageConfig's class defaults (32×32
     # absolute): one nested override must leave the rest of it as it was
     cfg = load_config(FlowTrainConfig, None, ["generator.flow.displacement_scale=6"])
     flow = cfg.generator.flow
     assert (flow.grid_size, flow.num_frames, flow.encoding, flow.displacement_scale) == (
         16,
         16,
-        "displacement",
+        "sqrt_displacement",
         6.0,
     )
     # a pipeline section keeps the pipeline's own defaults for what a preset or override leaves out
