@@ -132,6 +132,12 @@ def instruction_pairs(clips: FlowClips) -> list[tuple[int, int]]:
     ]
 
 
+def _nanmean(values: list[float]) -> float:
+    """The mean of the defined values; NaN, without a warning, when none is (no still point on a mug)."""
+    defined = [v for v in values if not np.isnan(v)]
+    return float(np.mean(defined)) if defined else float("nan")
+
+
 def evaluate_method(
     method: Method, held: FlowClips, true: list[np.ndarray], pairs: list[tuple[int, int]]
 ) -> dict:
@@ -144,8 +150,8 @@ def evaluate_method(
     by_task: dict[str, dict[str, float]] = {}
     for task in dict.fromkeys(held.tasks):
         rows = [m for m, t in zip(per_clip, held.tasks, strict=True) if t == task]
-        by_task[task] = {k: float(np.nanmean([r[k] for r in rows])) for k in rows[0]}
-    overall = {k: float(np.nanmean([r[k] for r in per_clip])) for k in per_clip[0]}
+        by_task[task] = {k: _nanmean([r[k] for r in rows]) for k in rows[0]}
+    overall = {k: _nanmean([r[k] for r in per_clip]) for k in per_clip[0]}
     followed = None
     if pairs:  # clip a was generated with its own instruction above: is it nearer a's flow than b's?
         right = [ade(samples[a][0], true[a]) < ade(samples[a][0], true[b]) for a, b in pairs]
@@ -253,6 +259,19 @@ def markdown_table(summary: dict) -> str:
     for name, m in summary["methods"].items():
         rows = [m["by_task"][t] for t in _tasks(summary)]
         cells = " | ".join(f"{r['ade']:.1f} ({r.get('moving_ade', np.nan):.1f})" for r in rows)
+        lines.append(f"| {name} | {cells} |")
+    lines += [
+        "",
+        "The moving part's reach (generated / true path span, 1 = as far) and the still part's drift (px):",
+        "",
+        "| method | " + " | ".join(_tasks(summary)) + " |",
+        "|---|" + "---|" * len(_tasks(summary)),
+    ]
+    for name, m in summary["methods"].items():
+        rows = [m["by_task"][t] for t in _tasks(summary)]
+        cells = " | ".join(
+            f"{r.get('moving_reach', np.nan):.2f} / {r.get('still_drift', np.nan):.1f}" for r in rows
+        )
         lines.append(f"| {name} | {cells} |")
     return "\n".join(lines) + "\n"
 

@@ -6,6 +6,10 @@
 - moving-part ADE: ADE on the points whose true path spans more than ``MOVING_PX`` only. Where most of the
   box stands still (a drawer's cabinet, a cloth's still half), ADE rewards a flow that barely moves; this
   one does not.
+- moving-part reach: how far the generated flow moves those points, as a share of how far they truly move
+  (medians of the path spans; 1 = as far, below 1 = under-moved).
+- still-part drift: the median path span the generated flow gives the points the truth keeps within
+  ``STILL_PX`` — a cabinet that seems to move with its drawer tells a policy to pull the wrong part.
 """
 
 from __future__ import annotations
@@ -17,6 +21,8 @@ from im2flow2act.preprocessing.tracks import motion_span_px
 FRAME_PX = 256.0
 MOVING_PX = 20.0
 """A point moves when its true visible path spans more than this (the reference's moving threshold)."""
+STILL_PX = 5.0
+"""A point stands still when its true visible path spans less than this."""
 
 
 def _errors(generated: np.ndarray, true: np.ndarray) -> np.ndarray:
@@ -41,6 +47,31 @@ def moving_ade(generated: np.ndarray, true: np.ndarray) -> float:
     return float(_errors(generated, true)[moving].mean())
 
 
+def _spans(generated: np.ndarray, true: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(N,) true spans over the true visible frames, (N,) generated spans over every frame, in px."""
+    true_span = motion_span_px(true[..., :2].astype(np.float32), true[..., 2] > 0.5, int(FRAME_PX))
+    every = np.ones(generated.shape[:2], bool)
+    return true_span, motion_span_px(generated[..., :2].astype(np.float32), every, int(FRAME_PX))
+
+
+def moving_reach(generated: np.ndarray, true: np.ndarray) -> float:
+    """Median generated span / median true span on the points moving more than ``MOVING_PX`` (NaN: none)."""
+    true_span, generated_span = _spans(generated, true)
+    moving = true_span > MOVING_PX
+    if not moving.any():
+        return float("nan")
+    return float(np.median(generated_span[moving]) / np.median(true_span[moving]))
+
+
+def still_drift(generated: np.ndarray, true: np.ndarray) -> float:
+    """Median generated span (px) on the points seen still (span under ``STILL_PX``; NaN: none)."""
+    true_span, generated_span = _spans(generated, true)
+    still = ((true[..., 2] > 0.5).sum(axis=0) > 1) & (true_span < STILL_PX)
+    if not still.any():
+        return float("nan")
+    return float(np.median(generated_span[still]))
+
+
 def fde(generated: np.ndarray, true: np.ndarray) -> float:
     visible = true[-1, :, 2] > 0.5
     if not visible.any():
@@ -61,4 +92,6 @@ def flow_metrics(samples: np.ndarray, true: np.ndarray) -> dict[str, float]:
         "min_ade": float(np.nanmin(per_sample)),
         "visibility_acc": visibility_accuracy(samples[0], true),
         "moving_ade": moving_ade(samples[0], true),
+        "moving_reach": moving_reach(samples[0], true),
+        "still_drift": still_drift(samples[0], true),
     }

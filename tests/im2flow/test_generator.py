@@ -198,7 +198,7 @@ def test_evaluation_table_with_baselines_and_instruction_pairs(demos_root, tmp_p
         assert 0.0 <= row["instruction_following"] <= 1.0
         assert len(row["by_task"]) == 4
     assert json.loads((tmp_path / "eval" / "metrics.json").read_text())["num_samples"] == 2
-    assert (tmp_path / "eval" / "metrics.md").read_text().count("| im2flow |") == 2
+    assert (tmp_path / "eval" / "metrics.md").read_text().count("| im2flow |") == 3
     assert len(list((tmp_path / "eval" / "gifs").glob("*.gif"))) == 4
     config = FlowEvalConfig(str(tmp_path / "run"), held_out_per_task=1, num_samples=2, guidance_scale=1.0)
     config.train_clips, config.gifs = 3, False

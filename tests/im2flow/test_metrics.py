@@ -2,7 +2,7 @@
 
 import numpy as np
 
-from im2flow2act.im2flow.metrics import ade, flow_metrics, moving_ade
+from im2flow2act.im2flow.metrics import ade, flow_metrics, moving_ade, moving_reach, still_drift
 
 
 def drawer_like(front_px: float, cabinet_px: float, frames: int = 16) -> np.ndarray:
@@ -32,3 +32,17 @@ def test_moving_part_ade_catches_a_flow_that_under_moves_the_moving_part():
     assert np.isnan(moving_ade(under_moved, hidden))
     metrics = flow_metrics(np.stack([under_moved, truth]), truth)
     assert metrics["moving_ade"] == moving_ade(under_moved, truth) and metrics["min_ade"] == 0.0
+
+
+def test_reach_and_drift_name_the_drawer_shape_im2flow_gave():
+    truth = drawer_like(front_px=50.0, cabinet_px=0.0)
+    under_moved = drawer_like(front_px=20.0, cabinet_px=8.0)
+    assert abs(moving_reach(truth, truth) - 1.0) < 1e-6
+    assert abs(moving_reach(under_moved, truth) - 0.4) < 0.01  # the front goes 20 of its 50 px
+    assert still_drift(truth, truth) == 0.0
+    assert abs(still_drift(under_moved, truth) - 8.0) < 0.01  # the cabinet drifts 8 px
+    assert np.isnan(still_drift(truth, drawer_like(front_px=50.0, cabinet_px=50.0)))  # nothing still
+    assert np.isnan(moving_reach(truth, drawer_like(front_px=0.0, cabinet_px=0.0)))  # nothing moves
+    metrics = flow_metrics(under_moved[None], truth)
+    assert metrics["moving_reach"] == moving_reach(under_moved, truth)
+    assert metrics["still_drift"] == still_drift(under_moved, truth)
