@@ -262,7 +262,8 @@ def markdown_table(summary: dict) -> str:
         lines.append(f"| {name} | {cells} |")
     lines += [
         "",
-        "The moving part's reach (generated / true path span, 1 = as far) and the still part's drift (px):",
+        "The moving part's reach (generated / true first-to-last displacement, 1 = as far) and the still "
+        "part's drift (px):",
         "",
         "| method | " + " | ".join(_tasks(summary)) + " |",
         "|---|" + "---|" * len(_tasks(summary)),

@@ -6,8 +6,9 @@
 - moving-part ADE: ADE on the points whose true path spans more than ``MOVING_PX`` only. Where most of the
   box stands still (a drawer's cabinet, a cloth's still half), ADE rewards a flow that barely moves; this
   one does not.
-- moving-part reach: how far the generated flow moves those points, as a share of how far they truly move
-  (medians of the path spans; 1 = as far, below 1 = under-moved).
+- moving-part reach: how far the generated flow carries those points from its first to its last frame, as a
+  share of how far they truly go (medians; 1 = as far, below 1 = under-moved). End to end, not the path's
+  span: a jittery flow that ends short must not look far-reaching.
 - still-part drift: the median path span the generated flow gives the points the truth keeps within
   ``STILL_PX`` — a cabinet that seems to move with its drawer tells a policy to pull the wrong part.
 """
@@ -47,29 +48,32 @@ def moving_ade(generated: np.ndarray, true: np.ndarray) -> float:
     return float(_errors(generated, true)[moving].mean())
 
 
-def _spans(generated: np.ndarray, true: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(N,) true spans over the true visible frames, (N,) generated spans over every frame, in px."""
-    true_span = motion_span_px(true[..., :2].astype(np.float32), true[..., 2] > 0.5, int(FRAME_PX))
-    every = np.ones(generated.shape[:2], bool)
-    return true_span, motion_span_px(generated[..., :2].astype(np.float32), every, int(FRAME_PX))
+def _true_spans(true: np.ndarray) -> np.ndarray:
+    """(N,) each point's true path span over its visible frames, px (0 when seen fewer than twice)."""
+    return motion_span_px(true[..., :2].astype(np.float32), true[..., 2] > 0.5, int(FRAME_PX))
+
+
+def _first_to_last(flow: np.ndarray) -> np.ndarray:
+    return np.linalg.norm(flow[-1, :, :2] - flow[0, :, :2], axis=-1) * FRAME_PX
 
 
 def moving_reach(generated: np.ndarray, true: np.ndarray) -> float:
-    """Median generated span / median true span on the points moving more than ``MOVING_PX`` (NaN: none)."""
-    true_span, generated_span = _spans(generated, true)
-    moving = true_span > MOVING_PX
+    """Median first-to-last displacement, generated / true, on the points whose true path spans more than
+    ``MOVING_PX`` and that are seen at both ends (NaN: none)."""
+    moving = (_true_spans(true) > MOVING_PX) & (true[0, :, 2] > 0.5) & (true[-1, :, 2] > 0.5)
     if not moving.any():
         return float("nan")
-    return float(np.median(generated_span[moving]) / np.median(true_span[moving]))
+    return float(np.median(_first_to_last(generated)[moving]) / np.median(_first_to_last(true)[moving]))
 
 
 def still_drift(generated: np.ndarray, true: np.ndarray) -> float:
-    """Median generated span (px) on the points seen still (span under ``STILL_PX``; NaN: none)."""
-    true_span, generated_span = _spans(generated, true)
-    still = ((true[..., 2] > 0.5).sum(axis=0) > 1) & (true_span < STILL_PX)
+    """Median generated path span (px) on the points seen still (true span under ``STILL_PX``; NaN: none)."""
+    still = ((true[..., 2] > 0.5).sum(axis=0) > 1) & (_true_spans(true) < STILL_PX)
     if not still.any():
         return float("nan")
-    return float(np.median(generated_span[still]))
+    every = np.ones(generated.shape[:2], bool)
+    span = motion_span_px(generated[..., :2].astype(np.float32), every, int(FRAME_PX))
+    return float(np.median(span[still]))
 
 
 def fde(generated: np.ndarray, true: np.ndarray) -> float:

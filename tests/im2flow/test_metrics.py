@@ -46,3 +46,10 @@ def test_reach_and_drift_name_the_drawer_shape_im2flow_gave():
     metrics = flow_metrics(under_moved[None], truth)
     assert metrics["moving_reach"] == moving_reach(under_moved, truth)
     assert metrics["still_drift"] == still_drift(under_moved, truth)
+
+
+def test_reach_is_end_to_end_so_a_jittery_short_flow_does_not_look_far_reaching():
+    truth = drawer_like(front_px=50.0, cabinet_px=0.0)
+    short = drawer_like(front_px=10.0, cabinet_px=0.0)
+    short[1:-1:2, :10, 0] += 30.0 / 256  # the front jumps 30 px back and forth on the way
+    assert abs(moving_reach(short, truth) - 0.2) < 0.01
