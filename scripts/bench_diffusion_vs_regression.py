@@ -5,7 +5,8 @@
         [--work outputs/bench/diffusion_vs_regression] [--picture docs/results/diffusion_vs_regression.png]
         [--out outputs/bench/diffusion_vs_regression.jsonl]
         [--set generator.flow.displacement_scale=6 --tag _s6] [--guidance 1] [--split-layouts 10]
-        [--pipeline runs/full [--policy-tracker oracle] [--play-episodes 5] [--play-windows 50]]
+        [--pipeline runs/full [--policy-columns tracked/oracle generated/rigid-lk] [--play-episodes 5]
+         [--play-windows 50]]
         [--parts flows policy]
 
 One run, on this machine:
@@ -35,8 +36,9 @@ demonstrations.
 
 With ``--pipeline RUN`` (a finished ``pipeline run`` folder, e.g. ``--preset full``), the same for actions:
 its policy is trained again with the MSE objective (same config, play, steps and seed); both run in closed
-loop on every task's held-out demonstrations (demonstration flow, ``--policy-tracker``; the diffusion
-policy's episodes the pipeline already ran are reused), with the tasks' progress measures; then, open loop,
+loop on every task's held-out demonstrations, on each of ``--policy-columns`` (the demonstration's flow
+with the oracle, and the system itself: generated flow with rigid-lk; the diffusion policy's episodes the
+pipeline already ran are reused), with the tasks' progress measures; then, open loop,
 on windows of play episodes never trained on, the spread of ``--policy-samples`` sampled chunks against the
 regressor's one (``policies/multimodality.py``; run first, it takes minutes). Without it that half is
 skipped.
@@ -160,26 +162,28 @@ def regression_policy(pipeline: Pipeline, work: Path) -> Path:
     return run / "policy"
 
 
-def closed_loop(pipeline: Pipeline, work: Path, args: argparse.Namespace, regression: Path) -> dict:
-    """Both policies on every task's held-out demonstrations (demonstration flow, ``--policy-tracker``);
-    the diffusion policy's episodes the pipeline already ran are adopted, not run again."""
+def closed_loop(pipeline: Pipeline, work: Path, column: str, workers: int, regression: Path) -> dict:
+    """Both policies on every task's held-out demonstrations, on one of the pipeline's evaluation columns
+    (``plan/tracker``, e.g. ``tracked/oracle``: the demonstration's flow; ``generated/rigid-lk``: the
+    system's); the diffusion policy's episodes the pipeline already ran are adopted, not run again."""
     from im2flow2act.policies.evaluate import EpisodeLog, evaluate
     from im2flow2act.policies.metrics import summary_markdown
 
-    base = pipeline.evaluation_configs()[f"tracked/{args.policy_tracker}"]
+    base = pipeline.evaluation_configs()[column]
     configs = {
-        "diffusion": replace(base, videos=False, workers=args.workers),
-        "regression": replace(base, policy=str(regression), videos=False, workers=args.workers),
+        "diffusion": replace(base, videos=False, workers=workers),
+        "regression": replace(base, policy=str(regression), videos=False, workers=workers),
     }
-    done = pipeline.folder("evaluate") / "tracked" / f"episodes_tracked_{args.policy_tracker}.jsonl"
+    plan, tracker = column.split("/")
+    done = pipeline.folder("evaluate") / plan / f"episodes_{plan}_{tracker}.jsonl"
     summaries = {}
     for objective, config in configs.items():
-        out = work / "policy_eval" / objective
+        out = work / "policy_eval" / column.replace("/", "_") / objective
         out.mkdir(parents=True, exist_ok=True)
         taken = EpisodeLog(out, config).take_from(done)
-        print(f"{objective} policy: {taken} episodes taken from {done}", flush=True)
+        print(f"{objective} policy, {column}: {taken} episodes taken from {done}", flush=True)
         summaries[objective] = evaluate(config, out, progress=True)
-        print(f"\n{objective} policy\n\n{summary_markdown(summaries[objective])}")
+        print(f"\n{objective} policy, {column}\n\n{summary_markdown(summaries[objective])}")
     return summaries
 
 
@@ -248,16 +252,19 @@ def policy_part(args: argparse.Namespace) -> dict:
     work = args.work / "policy"
     regression = regression_policy(pipeline, work)
     chunks = open_loop(pipeline, work, args, regression)
-    summaries = closed_loop(pipeline, work, args, regression)
-    tasks = list(summaries["diffusion"]["tasks"])
-    print(f"\nActions, closed loop (demonstration flow, {args.policy_tracker} tracking)\n")
-    print("| policy | " + " | ".join(tasks) + " |")
-    print("|---|" + "---|" * len(tasks))
-    for objective, summary in summaries.items():
-        rows = summary["tasks"]
-        cells = [f"{r['success_rate']:.0%} (held {r['held']}/{r['episodes']})" for r in map(rows.get, tasks)]
-        print(f"| {objective} | " + " | ".join(cells) + " |")
-    return {"closed_loop": summaries, "open_loop": chunks}
+    columns = {c: closed_loop(pipeline, work, c, args.workers, regression) for c in args.policy_columns}
+    print("\nActions, closed loop (plan / online tracker; successes and episodes holding the object)\n")
+    tasks = list(next(iter(columns.values()))["diffusion"]["tasks"])
+    print("| column | policy | " + " | ".join(tasks) + " |")
+    print("|---|---|" + "---|" * len(tasks))
+    for column, summaries in columns.items():
+        for objective, summary in summaries.items():
+            rows = summary["tasks"]
+            cells = [
+                f"{r['success_rate']:.0%} (held {r['held']}/{r['episodes']})" for r in map(rows.get, tasks)
+            ]
+            print(f"| {column} | {objective} | " + " | ".join(cells) + " |")
+    return {"closed_loop": columns, "open_loop": chunks}
 
 
 def path_px(flow: np.ndarray, size: int) -> np.ndarray:
@@ -477,7 +484,12 @@ def main() -> None:
         default=None,
         help="a finished `pipeline run` folder (e.g. runs/full): adds the policy comparison on its play",
     )
-    parser.add_argument("--policy-tracker", default="oracle", help="online tracker of the closed loop")
+    parser.add_argument(
+        "--policy-columns",
+        nargs="+",
+        default=["tracked/oracle", "generated/rigid-lk"],
+        help="the pipeline's evaluation columns (plan/tracker) the two policies run on in closed loop",
+    )
     parser.add_argument("--play-episodes", type=int, default=5, help="held-out play episodes per scene")
     parser.add_argument("--play-windows", type=int, default=50, help="play windows per scene, open loop")
     parser.add_argument("--policy-samples", type=int, default=16, help="diffusion chunks per window")
