@@ -4,7 +4,7 @@ A G×G grid of query points in the object box is tracked; frame t of the flow vi
 image whose pixel (row i, column j) holds where grid point (i, j) is at time t and whether it is visible.
 Rows follow image y and columns image x, so a flow image is laid out like the picture it came from.
 
-Three encodings of the position channels, both mapped to about [-1, 1] for the diffusion model:
+Three encodings of the position channels, each mapped to about [-1, 1] for the diffusion model:
 - ``absolute`` (the reference): x, y in [0, 1] → 2·x − 1.
 - ``displacement``: (x_t − x_0) · ``displacement_scale``; static points are exactly 0, so small motions
   are not lost in the precision of a whole-frame coordinate.

@@ -169,7 +169,10 @@ def closed_loop(pipeline: Pipeline, work: Path, column: str, workers: int, regre
     from im2flow2act.policies.evaluate import EpisodeLog, evaluate
     from im2flow2act.policies.metrics import summary_markdown
 
-    base = pipeline.evaluation_configs()[column]
+    available = pipeline.evaluation_configs()
+    if column not in available:
+        raise SystemExit(f"--policy-columns: {column!r} is not one of the run's columns {sorted(available)}")
+    base = available[column]
     configs = {
         "diffusion": replace(base, videos=False, workers=workers),
         "regression": replace(base, policy=str(regression), videos=False, workers=workers),
