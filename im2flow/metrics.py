@@ -38,19 +38,17 @@ def ade(generated: np.ndarray, true: np.ndarray) -> float:
     return float(_errors(generated, true)[visible].mean())
 
 
-def moving_ade(generated: np.ndarray, true: np.ndarray) -> float:
-    """ADE on the points the true flow moves more than ``MOVING_PX`` (NaN when none moves)."""
-    visible = true[..., 2] > 0.5
-    span = motion_span_px(true[..., :2].astype(np.float32), visible, int(FRAME_PX))
-    moving = visible & (span > MOVING_PX)[None]
-    if not moving.any():
-        return float("nan")
-    return float(_errors(generated, true)[moving].mean())
-
-
 def _true_spans(true: np.ndarray) -> np.ndarray:
     """(N,) each point's true path span over its visible frames, px (0 when seen fewer than twice)."""
     return motion_span_px(true[..., :2].astype(np.float32), true[..., 2] > 0.5, int(FRAME_PX))
+
+
+def moving_ade(generated: np.ndarray, true: np.ndarray) -> float:
+    """ADE on the points the true flow moves more than ``MOVING_PX`` (NaN when none moves)."""
+    moving = (true[..., 2] > 0.5) & (_true_spans(true) > MOVING_PX)[None]
+    if not moving.any():
+        return float("nan")
+    return float(_errors(generated, true)[moving].mean())
 
 
 def _first_to_last(flow: np.ndarray) -> np.ndarray:
