@@ -254,27 +254,27 @@ def markdown_table(summary: dict) -> str:
             f"im2flow on {fit['clips']} training clips: ADE {fit['overall']['ade']:.1f} "
             f"(held out: {held_ade:.1f}); a large gap means memorisation",
         ]
-    lines += ["", "ADE per task (moving-part ADE):", "", "| method | " + " | ".join(_tasks(summary)) + " |"]
-    lines.append("|---|" + "---|" * len(_tasks(summary)))
-    for name, m in summary["methods"].items():
-        rows = [m["by_task"][t] for t in _tasks(summary)]
-        cells = " | ".join(f"{r['ade']:.1f} ({r.get('moving_ade', np.nan):.1f})" for r in rows)
-        lines.append(f"| {name} | {cells} |")
-    lines += [
-        "",
+    lines += _per_task_table(
+        summary,
+        "ADE per task (moving-part ADE):",
+        lambda r: f"{r['ade']:.1f} ({r.get('moving_ade', np.nan):.1f})",
+    )
+    lines += _per_task_table(
+        summary,
         "The moving part's reach (generated / true first-to-last displacement, 1 = as far) and the still "
         "part's drift (px):",
-        "",
-        "| method | " + " | ".join(_tasks(summary)) + " |",
-        "|---|" + "---|" * len(_tasks(summary)),
-    ]
-    for name, m in summary["methods"].items():
-        rows = [m["by_task"][t] for t in _tasks(summary)]
-        cells = " | ".join(
-            f"{r.get('moving_reach', np.nan):.2f} / {r.get('still_drift', np.nan):.1f}" for r in rows
-        )
-        lines.append(f"| {name} | {cells} |")
+        lambda r: f"{r.get('moving_reach', np.nan):.2f} / {r.get('still_drift', np.nan):.1f}",
+    )
     return "\n".join(lines) + "\n"
+
+
+def _per_task_table(summary: dict, title: str, cell: Callable[[dict], str]) -> list[str]:
+    """Lines of a table with a row per method and a column per task, each cell ``cell(by_task row)``."""
+    tasks = _tasks(summary)
+    lines = ["", title, "", "| method | " + " | ".join(tasks) + " |", "|---|" + "---|" * len(tasks)]
+    for name, m in summary["methods"].items():
+        lines.append(f"| {name} | " + " | ".join(cell(m["by_task"][t]) for t in tasks) + " |")
+    return lines
 
 
 def _tasks(summary: dict) -> list[str]:

@@ -169,10 +169,7 @@ def closed_loop(pipeline: Pipeline, work: Path, column: str, workers: int, regre
     from im2flow2act.policies.evaluate import EpisodeLog, evaluate
     from im2flow2act.policies.metrics import summary_markdown
 
-    available = pipeline.evaluation_configs()
-    if column not in available:
-        raise SystemExit(f"--policy-columns: {column!r} is not one of the run's columns {sorted(available)}")
-    base = available[column]
+    base = pipeline.evaluation_configs()[column]
     configs = {
         "diffusion": replace(base, videos=False, workers=workers),
         "regression": replace(base, policy=str(regression), videos=False, workers=workers),
@@ -252,6 +249,10 @@ def policy_part(args: argparse.Namespace) -> dict:
     from im2flow2act.policies.pipeline import Pipeline, PipelineConfig
 
     pipeline = Pipeline(load_config(PipelineConfig, args.pipeline / "pipeline_config.yaml"), args.pipeline)
+    columns = sorted(pipeline.evaluation_configs())
+    unknown = sorted(set(args.policy_columns) - set(columns))
+    if unknown:  # before an hour of training, not after
+        raise SystemExit(f"--policy-columns: {unknown} not among the run's columns {columns}")
     work = args.work / "policy"
     regression = regression_policy(pipeline, work)
     chunks = open_loop(pipeline, work, args, regression)
