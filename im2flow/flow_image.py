@@ -69,18 +69,24 @@ def encode(
 
 
 def decode(
-    flow: np.ndarray, queries: np.ndarray, config: FlowImageConfig, clip: bool = True
+    flow: np.ndarray,
+    queries: np.ndarray,
+    config: FlowImageConfig,
+    clip: bool = True,
+    visibility_threshold: float = 0.0,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Flow video (..., T, 3, G, G) → tracks (..., T, G², 2) and visibility (..., T, G²).
 
-    Tracks are clipped to the frame [0, 1] unless ``clip`` is off (a point may leave a zoomed picture)."""
+    Tracks are clipped to the frame [0, 1] unless ``clip`` is off (a point may leave a zoomed picture). The
+    visibility channel is encoded ±1; a point counts as visible where it is above ``visibility_threshold``
+    (0, halfway, by default; a generated channel hedges between the two, so a higher cut hides more)."""
     lead = flow.shape[:-3]
     g = flow.shape[-1]
     channels = np.moveaxis(np.asarray(flow, np.float32), -3, -1).reshape(*lead, g * g, 3)
     origin = queries[:, 1:3].astype(np.float32)
     tracks = _decode_positions(channels[..., :2], origin, config)
     tracks = np.clip(tracks, 0.0, 1.0) if clip else tracks
-    return tracks.astype(np.float32), channels[..., 2] > 0.0
+    return tracks.astype(np.float32), channels[..., 2] > visibility_threshold
 
 
 def _encode_positions(future: np.ndarray, origin: np.ndarray, config: FlowImageConfig) -> np.ndarray:

@@ -173,10 +173,18 @@ class FlowGenerator(nn.Module):
         return flows.reshape(b, s, *flows.shape[1:]).cpu()
 
     def sample(
-        self, image: np.ndarray, text: str, queries: np.ndarray, num_samples: int = 1, seed: int = 0, **kwargs
+        self,
+        image: np.ndarray,
+        text: str,
+        queries: np.ndarray,
+        num_samples: int = 1,
+        seed: int = 0,
+        visibility_threshold: float = 0.0,
+        **kwargs,
     ) -> np.ndarray:
         """The FlowGenerator contract (docs/design.md §6): (S, T, N, 3) as (x, y, visibility) for one image
-        and a G×G query grid."""
+        and a G×G query grid. ``visibility_threshold``: where the ±1 visibility channel is cut
+        (``flow_image.decode``)."""
         g = self.config.flow.grid_size
         if len(queries) != g * g:
             raise ValueError(f"needs a {g}×{g} query grid ({g * g} points), got {len(queries)}")
@@ -188,7 +196,9 @@ class FlowGenerator(nn.Module):
             seed,
             **kwargs,
         )[0].numpy()
-        tracks, visibility = decode(flows, queries, self.config.flow)
+        tracks, visibility = decode(
+            flows, queries, self.config.flow, visibility_threshold=visibility_threshold
+        )
         return np.concatenate([tracks, visibility[..., None].astype(np.float32)], axis=-1)
 
     # ----- files ------------------------------------------------------------------------------------

@@ -18,7 +18,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+import torch
+import torch.nn.functional as F
 
+from im2flow2act.core.config import check_range
 from im2flow2act.core.registry import Registry
 from im2flow2act.im2flow.generator import FlowGenerator, load_generator
 from im2flow2act.policies.sim.env import SimEnv
@@ -120,6 +123,71 @@ def track_demo(
     return moving_points(tracks, vis)
 
 
+def upsample_grid_flow(box, flow: np.ndarray, dense_grid: int) -> np.ndarray:
+    """A flow (T, g*g, 3) of ``grid_in_box(box, g)``'s points resampled onto ``grid_in_box(box, dense_grid)``:
+    each dense point moves by the bilinear blend of its coarse neighbours' displacements (visibility blended
+    and cut at 0.5). The generator's grid is the one it was trained on; a denser plan gives the policy the
+    point density its play had, instead of a few points each repeated several times."""
+    steps, n, _ = flow.shape
+    grid = round(n**0.5)
+    if grid * grid != n:
+        raise ValueError(f"flow must hold a square grid of points, got {n}")
+    coarse = grid_in_box(box, grid)[:, 1:3]
+    dense = grid_in_box(box, dense_grid)[:, 1:3]
+    field = np.concatenate([flow[..., :2] - coarse[None], flow[..., 2:3]], axis=-1)  # (T, N, 3)
+    field = torch.from_numpy(field.astype(np.float32)).reshape(steps, grid, grid, 3).permute(0, 3, 1, 2)
+    # grid_sample's (x, y) in [-1, 1] with align_corners=False puts -1 and 1 on the outer cell edges, so a
+    # cell centre of either grid maps to 2 * its box fraction - 1.
+    centres = (torch.arange(dense_grid, dtype=torch.float32) + 0.5) / dense_grid * 2 - 1
+    gy, gx = torch.meshgrid(centres, centres, indexing="ij")
+    where = torch.stack([gx, gy], dim=-1)[None].expand(steps, -1, -1, -1)
+    sampled = F.grid_sample(field, where, mode="bilinear", padding_mode="border", align_corners=False)
+    sampled = sampled.permute(0, 2, 3, 1).reshape(steps, dense_grid * dense_grid, 3).numpy()
+    out = np.empty_like(sampled)
+    out[..., :2] = dense[None] + sampled[..., :2]
+    out[..., 2] = (sampled[..., 2] > 0.5).astype(np.float32)
+    return out
+
+
+PLAN_SMOOTHING = ("none", "affine", "neighbours")
+
+
+def smooth_plan(tracks: np.ndarray, vis: np.ndarray, method: str, neighbours: int = 8) -> np.ndarray:
+    """Tracks (T, N, 2) with each frame's point-to-point noise of a generated flow taken out. The generator
+    draws every point's path on its own, so the points of one rigid part scatter around their common motion
+    (docs/results/policies.md). ``affine``: each frame is the first one moved by the 2-D affine map fitted
+    (least squares, refitted without the points it fits worst) to the visible points: one rigid part, seen
+    from afar.
+    ``neighbours``: each point moves by the median displacement of its ``neighbours`` nearest first-frame
+    neighbours (itself included) — local, so a folding cloth keeps its fold."""
+    if method not in PLAN_SMOOTHING:
+        raise ValueError(f"plan smoothing must be one of {PLAN_SMOOTHING}, got {method!r}")
+    if method == "none" or tracks.shape[1] < 3:
+        return tracks
+    start = tracks[0]
+    out = tracks.copy()
+    if method == "neighbours":
+        k = min(neighbours, tracks.shape[1])
+        near = np.argsort(np.linalg.norm(start[:, None] - start[None], axis=-1), axis=1)[:, :k]  # (N, k)
+        out[1:] = start[None] + np.median((tracks - start)[1:, near], axis=2)
+        return out
+    ones = np.ones((len(start), 1))
+    design = np.concatenate([start, ones], axis=1)  # (N, 3): x, y, 1
+    for t in range(1, len(tracks)):
+        use = vis[t] & vis[0]
+        if use.sum() < 3:
+            use = np.ones(len(start), bool)
+        for _ in range(2):  # least squares, then again without the points it fits worst
+            affine = np.linalg.lstsq(design[use], tracks[t, use], rcond=None)[0]  # (3, 2)
+            error = np.linalg.norm(design @ affine - tracks[t], axis=1)
+            trimmed = use & (error <= 2.5 * np.median(error[use]) + 1e-9)
+            if trimmed.sum() < 3:
+                break
+            use = trimmed
+        out[t] = design @ affine
+    return out
+
+
 def plan_from_generator(
     generator: FlowGenerator,
     image: np.ndarray,
@@ -130,27 +198,34 @@ def plan_from_generator(
     seed: int,
     keep: np.ndarray | None = None,
     moving_fraction: float = 0.0,
+    dense_grid: int | None = None,
+    smoothing: str = "none",
+    visibility_threshold: float = 0.0,
 ) -> tuple[np.ndarray, np.ndarray]:
     """(tracks, visibility) of a generated flow: ``num_flows`` samples for the scene, the medoid (closest to
-    the others), its moving points. The box is the one the task's object prompt names. ``keep`` (bool, one
-    per point of the generator's query grid) limits the plan to those points, e.g. the ones on the object's
-    first-frame mask; the generator still sees the whole grid it was trained on. A point is moving when it
-    moves more than ``moving_threshold_px`` and more than ``moving_fraction`` of the plan's 90th-percentile
-    motion."""
+    the others), its moving points. The box is the one the task's object prompt names. ``dense_grid``
+    resamples the medoid onto a denser grid in the box (``upsample_grid_flow``). ``keep`` (bool, one per
+    point of the plan's grid: the dense one when given, else the generator's) limits the plan to those
+    points, e.g. the ones on the object's first-frame mask; the generator still sees the whole grid it was
+    trained on. A point is moving when it moves more than ``moving_threshold_px`` and more than
+    ``moving_fraction`` of the plan's 90th-percentile motion."""
     queries = grid_in_box(box, generator.config.flow.grid_size)
-    keep = np.ones(len(queries), bool) if keep is None else np.asarray(keep, bool)
-    if keep.shape != (len(queries),):
-        raise ValueError(f"keep must have one entry per query point ({len(queries)}), got {keep.shape}")
-    flows = generator.sample(image, text, queries, num_samples=num_flows, seed=seed)  # (K, T, N, 3)
+    flows = generator.sample(image, text, queries, num_flows, seed, visibility_threshold)  # (K, T, N, 3)
     distance = np.linalg.norm(flows[:, None, ..., :2] - flows[None, ..., :2], axis=-1).mean(axis=(2, 3))
     chosen = flows[int(np.argmin(distance.sum(axis=1)))]
+    if dense_grid:
+        queries, chosen = grid_in_box(box, dense_grid), upsample_grid_flow(box, chosen, dense_grid)
+    keep = np.ones(len(queries), bool) if keep is None else np.asarray(keep, bool)
+    if keep.shape != (len(queries),):
+        raise ValueError(f"keep must have one entry per plan point ({len(queries)}), got {keep.shape}")
     tracks = np.concatenate([queries[None, :, 1:3], chosen[..., :2]]).astype(np.float32)
     vis = np.concatenate([np.ones((1, len(queries)), bool), chosen[..., 2] > 0.5])
     tracks, vis = tracks[:, keep], vis[:, keep]
     span = motion_span_px(tracks, vis)
     cut = max(moving_threshold_px, moving_fraction * float(np.percentile(span, 90)))
     kept = _kept(span > cut, np.ones(tracks.shape[1], bool))
-    return tracks[:, kept], vis[:, kept]
+    tracks, vis = tracks[:, kept], vis[:, kept]
+    return smooth_plan(tracks, vis, smoothing).astype(np.float32), vis
 
 
 # ----- the registered sources -----------------------------------------------------------------------------
@@ -217,6 +292,19 @@ class GeneratedPlanConfig:
     plan_on_object: bool = True
     """Follow only the generated flow of grid points on the object in the scene's first-frame segmentation
     (what a SAM mask of the named object gives), not the table and background in its box."""
+    dense_grid: int = 0
+    """When > 0, resample the generated flow onto this denser grid in the box before the on-object and
+    moving cuts (``upsample_grid_flow``); 0 keeps the generator's own grid."""
+    visibility_threshold: float = 0.0
+    """Where the generator's ±1 visibility channel is cut (``im2flow.flow_image.decode``)."""
+    smoothing: str = "none"
+    """Take the generator's point-to-point noise out of the plan (``smooth_plan``): none, affine (one rigid
+    part), neighbours (local)."""
+
+    def __post_init__(self) -> None:
+        if self.smoothing not in PLAN_SMOOTHING:
+            raise ValueError(f"smoothing must be one of {PLAN_SMOOTHING}, got {self.smoothing!r}")
+        check_range("dense_grid", self.dense_grid, low=0)
 
 
 @PLAN_SOURCES.register("generated", GeneratedPlanConfig)
@@ -234,7 +322,8 @@ class GeneratedPlan(PlanSource):
         box = view.attrs["bbox"]
         keep = None
         if c.plan_on_object:
-            keep = on_object_mask(view, grid_in_box(box, self.generator.config.flow.grid_size))
+            grid = c.dense_grid or self.generator.config.flow.grid_size
+            keep = on_object_mask(view, grid_in_box(box, grid))
         tracks, vis = plan_from_generator(
             self.generator,
             scene,
@@ -245,5 +334,8 @@ class GeneratedPlan(PlanSource):
             seed,
             keep,
             c.moving_fraction,
+            c.dense_grid or None,
+            c.smoothing,
+            c.visibility_threshold,
         )
         return Plan(tracks, vis, scene)

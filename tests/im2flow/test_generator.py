@@ -44,6 +44,20 @@ def test_flow_image_round_trip(encoding):
     assert np.isclose(decode(flow[:, :, 2:3, 3:4], queries[k : k + 1], config)[0][:, 0], want[:, k]).all()
 
 
+def test_a_higher_visibility_threshold_hides_the_points_whose_channel_hedges():
+    queries = grid_in_box((0.4, 0.4, 0.6, 0.6), 2)
+    config = FlowImageConfig(grid_size=2, num_frames=1, encoding="displacement")
+    flow = np.zeros((1, 3, 2, 2), np.float32)
+    flow[0, 2] = [[1.0, 0.3], [-0.2, -1.0]]  # sure visible, hedging visible, hedging hidden, sure hidden
+    assert decode(flow, queries, config)[1][0].tolist() == [True, True, False, False]
+    assert decode(flow, queries, config, visibility_threshold=0.5)[1][0].tolist() == [
+        True,
+        False,
+        False,
+        False,
+    ]
+
+
 def test_sqrt_displacement_lifts_short_moves_and_keeps_still_points_still():
     queries = grid_in_box((0.4, 0.4, 0.6, 0.6), 2)
     tracks = np.repeat(queries[None, :, 1:], 3, axis=0).astype(np.float32)

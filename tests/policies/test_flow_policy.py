@@ -270,7 +270,7 @@ def test_a_generated_plan_follows_only_the_points_on_the_object(demos_root):
     assert 0 < tracks.shape[1] <= everything.shape[1] <= len(queries)
     assert vis.shape == tracks.shape[:2]
     np.testing.assert_allclose(tracks[0], np.array(expected))  # frame 0: the on-object queries themselves
-    with pytest.raises(ValueError, match="one entry per query point"):
+    with pytest.raises(ValueError, match="one entry per plan point"):
         plan_from_generator(*args, keep=mask[:-1])
 
     # moving_fraction drops the points that move little next to the plan's own large motions
@@ -279,6 +279,56 @@ def test_a_generated_plan_follows_only_the_points_on_the_object(demos_root):
     assert 0 < strict.shape[1] < everything.shape[1]
     assert motion_span_px(strict, strict_vis).min() >= 0.8 * np.percentile(spans, 90) - 1e-3
     assert all(np.isclose(everything[0], p).all(axis=1).any() for p in strict[0])
+
+
+def test_a_generated_flow_resampled_onto_a_denser_grid_keeps_a_smooth_motion():
+    import numpy as np
+
+    from im2flow2act.policies.plans import upsample_grid_flow
+    from im2flow2act.preprocessing.tracks import grid_in_box
+
+    box = (0.2, 0.3, 0.6, 0.9)
+    coarse, dense = grid_in_box(box, 4)[:, 1:3], grid_in_box(box, 8)[:, 1:3]
+    stretch = np.array([[0.1, 0.02], [-0.03, 0.05]])  # the displacement grows linearly across the box
+    flow = np.zeros((3, 16, 3), np.float32)
+    flow[..., :2] = coarse + (coarse @ stretch.T) * np.arange(1, 4)[:, None, None]
+    flow[..., 2] = 1.0
+    flow[:, :4, 2] = 0.0  # the top row of the coarse grid hidden
+    out = upsample_grid_flow(box, flow, 8)
+    want = dense + (dense @ stretch.T) * np.arange(1, 4)[:, None, None]
+    x, y = dense[:, 0].reshape(8, 8), dense[:, 1].reshape(8, 8)
+    inside = (
+        (x > coarse[:, 0].min())
+        & (x < coarse[:, 0].max())
+        & (y > coarse[:, 1].min())
+        & (y < coarse[:, 1].max())
+    )
+    np.testing.assert_allclose(out[:, inside.ravel(), :2], want[:, inside.ravel()], atol=1e-6)  # exact inside
+    assert np.abs(out[..., :2] - want).max() < 0.02  # held at the border outside the coarse centres
+    vis = out[..., 2].reshape(3, 8, 8)
+    assert not vis[:, :2].any() and vis[:, 3:].all()  # the hidden row stays hidden, its neighbours do not
+    with pytest.raises(ValueError, match="square grid"):
+        upsample_grid_flow(box, flow[:, :15], 8)
+
+
+@pytest.mark.parametrize("method", ["affine", "neighbours"])
+def test_plan_smoothing_takes_out_the_point_to_point_noise_of_one_moving_part(method):
+    import numpy as np
+
+    from im2flow2act.policies.plans import smooth_plan
+
+    rng = np.random.default_rng(0)
+    start = rng.uniform(0.3, 0.6, (40, 2))
+    truth = np.stack([start + np.array([0.02, 0.01]) * t for t in range(6)])  # a drawer's slide
+    noisy = truth + rng.normal(0, 0.03, truth.shape)
+    noisy[0] = start
+    vis = np.ones(truth.shape[:2], bool)
+    before = np.abs(noisy - truth).mean()
+    after = np.abs(smooth_plan(noisy, vis, method) - truth).mean()
+    assert after < 0.5 * before
+    np.testing.assert_array_equal(smooth_plan(noisy, vis, "none"), noisy)
+    with pytest.raises(ValueError, match="plan smoothing"):
+        smooth_plan(noisy, vis, "spline")
 
 
 def test_medoid_chunk_is_a_sampled_chunk_in_the_middle_of_the_others():
