@@ -78,6 +78,11 @@ class FlowPolicyConfig:
     condition_dropout: float = 0.0
     """Probability, per training sample, of replacing the flow condition (the remaining-flow embedding) by
     a learned null embedding, so that sampling can use classifier-free guidance on the flow."""
+    plan_visibility: bool = True
+    """Read the plan's (and the remaining flow's) visibility. False: every plan point counts as visible, so
+    the policy reads only where the points go; the online tracker's current visibility is still read. The
+    play-trained policy otherwise finds the grasp from where the plan's points are hidden (by the hand that
+    grasps there), which a generated plan draws faintly (docs/results/policies.md)."""
     guidance_scale: float = 1.0
     """Sampling: ε = ε_null + s·(ε_flow − ε_null). Above 1 it amplifies what the flow asks for over what
     the state alone suggests (the small policy let the noise, not the flow, pick grasp or push). Values
@@ -268,8 +273,15 @@ class FlowPolicy(nn.Module):
         tokens = self._point_tokens(flow, descriptor[:, None]).reshape(b * f, n, -1)
         return self.frame_encoder(tokens).reshape(b, f, -1)
 
+    def _flow_in(self, flow: torch.Tensor) -> torch.Tensor:
+        """A plan or remaining flow (…, 3) as the policy reads it: all visible unless ``plan_visibility``."""
+        if self.config.plan_visibility:
+            return flow
+        return torch.cat([flow[..., :2], torch.ones_like(flow[..., 2:])], dim=-1)
+
     def encode(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         """Condition pieces from a (normalised-on-the-fly) batch."""
+        batch = {**batch, "plan": self._flow_in(batch["plan"])}
         points = self.normalizer.normalize("points_3d", batch["points_3d"])
         descriptor = self.point_proj(points)  # (B, N, dim/2)
         current_tokens = self._point_tokens(batch["current"], descriptor)
@@ -316,7 +328,8 @@ class FlowPolicy(nn.Module):
 
         ``noise`` (``draw_noise``'s draws for these samples) defaults to fresh draws from torch's RNG."""
         parts = self.encode(batch)
-        remaining = self.remaining_encoder(self._encode_frames(batch["remaining"], parts["descriptor"]))
+        remaining = self._flow_in(batch["remaining"])
+        remaining = self.remaining_encoder(self._encode_frames(remaining, parts["descriptor"]))
         device = remaining.device
         if noise is None:
             noise = self.draw_noise(len(remaining))

@@ -56,6 +56,10 @@ class TrainConfig(OptimizationConfig):
     seed: int = 0
     workers: int = 0
     """DataLoader worker processes cutting the windows (0: in the training process)."""
+    init_from: str = ""
+    """A policy model folder (config.json + safetensors) whose weights, normaliser included, start this run:
+    fine-tuning, e.g. with another ``policy.plan_visibility``. Its network must be the one ``policy``
+    builds."""
     export_dtype: str = "float32"
     """How the exported model folder stores the policy's parameters: float32, or float16 (half the size on
     disk, for releasing; loaded back into float32). The normaliser's statistics stay float32."""
@@ -99,12 +103,23 @@ class Trainer:
         torch.manual_seed(c.seed)
         self.policy = FlowPolicy(c.policy)
         self.policy.normalizer.fit(self.data.statistics())
+        if c.init_from:
+            self._start_from(Path(c.init_from))
         self.optimization = Optimization(self.policy.parameters(), c)
         self.model = self.optimization.prepare(acc, self.policy)
         """What trains: the policy, wrapped for DDP under ``accelerate launch`` (the loss is its forward)."""
         self.step = 0
         self._batches = None
         self._next_step = -1
+
+    def _start_from(self, folder: Path) -> None:
+        start = FlowPolicy.from_pretrained(folder)
+        try:
+            self.policy.load_state_dict(start.state_dict())
+        except RuntimeError as err:
+            raise CheckpointError(
+                f"init_from={folder}: its network is not the one this policy config builds: {str(err)[:300]}"
+            ) from err
 
     def _record_config(self) -> None:
         with RunLock(self.out_dir):

@@ -123,6 +123,33 @@ def test_training_resumes_exactly_and_exports_ema(windows, tmp_path):
     )
 
 
+def test_fine_tuning_starts_from_a_model_folder_and_can_stop_reading_plan_visibility(windows, tmp_path):
+    from im2flow2act.core.checkpoint import CheckpointError
+    from im2flow2act.policies.train import TrainConfig, Trainer
+
+    start = trained_policy(windows, tmp_path / "start", steps=2)
+    blind = replace(tiny_policy_config(), plan_visibility=False)
+    cfg = TrainConfig(policy=blind, windows=windows.config, batch_size=4, max_steps=1, init_from=str(start))
+    tuned = Trainer(cfg, tmp_path / "tuned", windows)
+    started = FlowPolicy.from_pretrained(start).state_dict()
+    assert all(torch.equal(v, started[k]) for k, v in tuned.policy.state_dict().items())
+
+    # blind to the plan's visibility: hiding plan points changes nothing, hiding current points does
+    batch = {k: v[None] for k, v in windows[0].items()}
+    hidden = {**batch, "plan": batch["plan"].clone(), "remaining": batch["remaining"].clone()}
+    hidden["plan"][..., 2] = 0
+    hidden["remaining"][..., 2] = 0
+    policy, noise = tuned.policy.eval(), tuned.policy.draw_noise(1, torch.Generator().manual_seed(0))
+    assert torch.equal(policy(batch, noise)[0], policy(hidden, noise)[0])
+    seeing = FlowPolicy(tiny_policy_config()).eval()
+    seeing.load_state_dict(tuned.policy.state_dict())
+    assert not torch.equal(seeing(batch, noise)[0], seeing(hidden, noise)[0])
+
+    wrong = replace(cfg, policy=replace(blind, dim=tiny_policy_config().dim * 2))
+    with pytest.raises(CheckpointError, match="init_from"):
+        Trainer(wrong, tmp_path / "wrong", windows)
+
+
 def test_closed_loop_evaluation_runs_one_short_episode_per_task(windows, demos_root, tmp_path):
     from im2flow2act.policies.evaluate import EvalConfig, evaluate
     from im2flow2act.preprocessing.video import probe_video
