@@ -24,6 +24,7 @@ import torch.nn.functional as F
 from im2flow2act.core.config import check_range
 from im2flow2act.core.registry import Registry
 from im2flow2act.im2flow.generator import FlowGenerator, load_generator
+from im2flow2act.policies.rigid_tracking import lies_flat
 from im2flow2act.policies.sim.env import SimEnv
 from im2flow2act.policies.sim.record import EMBODIMENT_LABEL
 from im2flow2act.preprocessing.dataset import EpisodeView
@@ -171,8 +172,18 @@ def smooth_plan(tracks: np.ndarray, vis: np.ndarray, method: str, neighbours: in
         near = np.argsort(np.linalg.norm(start[:, None] - start[None], axis=-1), axis=1)[:, :k]  # (N, k)
         out[1:] = start[None] + np.median((tracks - start)[1:, near], axis=2)
         return out
-    ones = np.ones((len(start), 1))
-    design = np.concatenate([start, ones], axis=1)  # (N, 3): x, y, 1
+    return affine_paths(tracks, vis, start)
+
+
+def affine_paths(tracks: np.ndarray, vis: np.ndarray, targets: np.ndarray) -> np.ndarray:
+    """Paths (T, M, 2) of first-frame points ``targets`` (M, 2) moved, frame by frame, by the 2-D affine map
+    fitted to the points of ``tracks`` (T, N, 2) visible at the start and then (least squares, refitted
+    without the points it fits worst)."""
+    start = tracks[0]
+    design = np.concatenate([start, np.ones((len(start), 1))], axis=1)  # (N, 3): x, y, 1
+    moved = np.concatenate([targets, np.ones((len(targets), 1))], axis=1)
+    out = np.empty((len(tracks), len(targets), 2), np.float64)
+    out[0] = targets
     for t in range(1, len(tracks)):
         use = vis[t] & vis[0]
         if use.sum() < 3:
@@ -184,8 +195,8 @@ def smooth_plan(tracks: np.ndarray, vis: np.ndarray, method: str, neighbours: in
             if trimmed.sum() < 3:
                 break
             use = trimmed
-        out[t] = design @ affine
-    return out
+        out[t] = moved @ affine
+    return out.astype(tracks.dtype)
 
 
 def plan_from_generator(
@@ -201,6 +212,7 @@ def plan_from_generator(
     dense_grid: int | None = None,
     smoothing: str = "none",
     visibility_threshold: float = 0.0,
+    complete_rigid: bool = False,
 ) -> tuple[np.ndarray, np.ndarray]:
     """(tracks, visibility) of a generated flow: ``num_flows`` samples for the scene, the medoid (closest to
     the others), its moving points. The box is the one the task's object prompt names. ``dense_grid``
@@ -224,6 +236,9 @@ def plan_from_generator(
     span = motion_span_px(tracks, vis)
     cut = max(moving_threshold_px, moving_fraction * float(np.percentile(span, 90)))
     kept = _kept(span > cut, np.ones(tracks.shape[1], bool))
+    if complete_rigid and 3 <= len(kept) < tracks.shape[1]:
+        # every kept point moves with its object's one motion, fitted to the points the flow moves
+        return affine_paths(tracks[:, kept], vis[:, kept], tracks[0]).astype(np.float32), vis
     tracks, vis = tracks[:, kept], vis[:, kept]
     return smooth_plan(tracks, vis, smoothing).astype(np.float32), vis
 
@@ -297,6 +312,13 @@ class GeneratedPlanConfig:
     moving cuts (``upsample_grid_flow``); 0 keeps the generator's own grid."""
     visibility_threshold: float = 0.0
     """Where the generator's ±1 visibility channel is cut (``im2flow.flow_image.decode``)."""
+    complete_rigid: bool = True
+    """Keep every point on the object (``plan_on_object``), each moved by the 2-D affine motion fitted to
+    the points the generated flow moves: the object as one rigid part. The generator moves only part of a
+    drawer's textureless front (what LK could track in its training videos), and the policy, anchored on
+    the plan's points, then grasps below the handle (docs/results/policies.md). Skipped where the object's
+    first-frame points, lifted with the robot camera's depth, lie flat on the table (a cloth, which does
+    not move as one part: ``rigid_tracking.lies_flat``)."""
     smoothing: str = "none"
     """Take the generator's point-to-point noise out of the plan (``smooth_plan``): none, affine (one rigid
     part), neighbours (local)."""
@@ -337,5 +359,12 @@ class GeneratedPlan(PlanSource):
             c.dense_grid or None,
             c.smoothing,
             c.visibility_threshold,
+            c.complete_rigid and not self._lies_flat(env, box, keep),
         )
         return Plan(tracks, vis, scene)
+
+    def _lies_flat(self, env: SimEnv, box, keep: np.ndarray | None) -> bool:
+        """Whether the plan's object (its on-object grid points, lifted with the camera's depth) lies flat."""
+        queries = grid_in_box(box, self.config.dense_grid or self.generator.config.flow.grid_size)
+        xy = queries[:, 1:3] if keep is None else queries[keep, 1:3]
+        return lies_flat(env.camera().lift(xy, env.renderer.depth(env.data)))

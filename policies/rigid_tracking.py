@@ -148,13 +148,8 @@ class RigidLKTracker(RolloutTracker):
     # ----- parts ---------------------------------------------------------------------------------
     def _choose_motion(self) -> str:
         """``local`` when the first frame's points lie on one thin, level plane (cloth on the table)."""
-        c, points = self.config, self._points0
-        if len(points) < 3:
-            return "rigid"
-        _, spread, axes = np.linalg.svd(points - points.mean(axis=0), full_matrices=False)
-        thickness = spread[-1] / np.sqrt(len(points))  # the points' standard deviation off their plane
-        level = abs(axes[-1, 2]) > np.cos(np.radians(c.level_tilt_deg))
-        return "local" if thickness < c.flat_thickness_m and level else "rigid"
+        c = self.config
+        return "local" if lies_flat(self._points0, c.flat_thickness_m, c.level_tilt_deg) else "rigid"
 
     def _set_lk_params(self, size: tuple[int, int]) -> None:
         c, scale = self.config, size[0] / 256
@@ -217,6 +212,17 @@ class RigidLKTracker(RolloutTracker):
             else:
                 world[i] = moved
         return world, keep
+
+
+def lies_flat(points: np.ndarray, thickness_m: float = 0.005, level_tilt_deg: float = 30.0) -> bool:
+    """Whether 3-D points (N, 3), world frame with z up, lie on one thin plane within ``level_tilt_deg`` of
+    level: a cloth or a sheet on the table, not a rigid body (a drawer's front is a plane, but upright)."""
+    if len(points) < 3:
+        return False
+    _, spread, axes = np.linalg.svd(points - points.mean(axis=0), full_matrices=False)
+    thickness = spread[-1] / np.sqrt(len(points))  # the points' standard deviation off their plane
+    level = abs(axes[-1, 2]) > np.cos(np.radians(level_tilt_deg))
+    return bool(thickness < thickness_m and level)
 
 
 def kabsch(src: np.ndarray, dst: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

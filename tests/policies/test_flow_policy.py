@@ -300,6 +300,11 @@ def test_a_generated_plan_follows_only_the_points_on_the_object(demos_root):
     with pytest.raises(ValueError, match="one entry per plan point"):
         plan_from_generator(*args, keep=mask[:-1])
 
+    # rigid completion keeps every point on the object, each moved by the moving points' fitted motion
+    whole, whole_vis = plan_from_generator(*args, keep=mask, complete_rigid=True)
+    assert whole.shape[1] == mask.sum() and whole_vis.shape == whole.shape[:2]
+    np.testing.assert_allclose(whole[0], on_object, atol=1e-6)
+
     # moving_fraction drops the points that move little next to the plan's own large motions
     strict, strict_vis = plan_from_generator(*args, moving_fraction=0.8)
     spans = motion_span_px(*plan_from_generator(*args))
@@ -356,6 +361,28 @@ def test_plan_smoothing_takes_out_the_point_to_point_noise_of_one_moving_part(me
     np.testing.assert_array_equal(smooth_plan(noisy, vis, "none"), noisy)
     with pytest.raises(ValueError, match="plan smoothing"):
         smooth_plan(noisy, vis, "spline")
+
+
+def test_rigid_completion_moves_the_points_a_flow_left_still_with_the_moving_ones():
+    import numpy as np
+
+    from im2flow2act.policies.plans import affine_paths
+    from im2flow2act.policies.rigid_tracking import lies_flat
+
+    rng = np.random.default_rng(1)
+    start = rng.uniform(0.3, 0.6, (30, 2))
+    turn = np.array([[np.cos(0.2), -np.sin(0.2)], [np.sin(0.2), np.cos(0.2)]])
+    truth = np.stack([start, start + 0.02, (start - 0.45) @ turn.T + 0.47])  # slide, then slide and turn
+    moving = truth[:, :10] + rng.normal(0, 0.002, (3, 10, 2))  # the flow moved only a third of the part
+    moving[0] = start[:10]
+    paths = affine_paths(moving, np.ones((3, 10), bool), start)
+    assert paths.shape == (3, 30, 2)
+    assert np.abs(paths - truth).max() < 0.01  # the 20 still points follow the part
+
+    # the rule that keeps completion off cloth: a thin level sheet lies flat, an upright front does not
+    sheet = np.c_[rng.uniform(0, 0.3, (50, 2)), rng.normal(0.0, 0.001, 50)]
+    front = np.c_[rng.uniform(0, 0.3, 50), rng.normal(0.0, 0.001, 50), rng.uniform(0, 0.2, 50)]
+    assert lies_flat(sheet) and not lies_flat(front) and not lies_flat(sheet[:2])
 
 
 def test_medoid_chunk_is_a_sampled_chunk_in_the_middle_of_the_others():
