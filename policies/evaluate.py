@@ -157,19 +157,39 @@ _ADDED_LATER = {"moving_fraction": 0.0}
 behaviour: left out of the key at that value, so the older logs stay valid."""
 
 
-def episode_key(cfg: EvalConfig) -> str:
-    """What makes two evaluations' episodes interchangeable: every setting that changes an episode and
-    the content of the model weights (a retrained policy at the same path is another one; the same one
-    copied elsewhere is not)."""
+_PLAN_ADDED_LATER = {
+    "dense_grid": 0,
+    "smoothing": "none",
+    "visibility_threshold": 0.0,
+    "complete_rigid": False,
+}
+"""Plan-source options added after episode logs were first written, with the value that reproduces the
+older behaviour. The key reads them from the plan source's resolved config, defaults included (a changed
+default changes what an episode does), and leaves them out at that value, so older logs stay valid."""
+
+
+def episode_settings(cfg: EvalConfig) -> dict[str, Any]:
+    """Every setting that changes an episode, and the content of the model weights (a retrained policy at
+    the same path is another one; the same one copied elsewhere is not)."""
     settings = {
         k: v
         for k, v in to_dict(cfg).items()
         if k not in _NOT_IN_KEY and not (k in _ADDED_LATER and v == _ADDED_LATER[k])
     }
+    plan = to_dict(PLAN_SOURCES.entry(cfg.plan_source).config_cls(**plan_source_options(cfg)))
+    for name, older in _PLAN_ADDED_LATER.items():
+        if name in plan and plan[name] != older:
+            settings[f"plan.{name}"] = plan[name]
     models = {"policy": cfg.policy} | ({"generator": cfg.generator} if cfg.plan_source == "generated" else {})
     for name, source in models.items():
         weights = Path(source) / "model.safetensors"
         settings[name] = file_sha256(weights) if weights.is_file() else str(source)
+    return settings
+
+
+def episode_key(cfg: EvalConfig) -> str:
+    """What makes two evaluations' episodes interchangeable: a hash of ``episode_settings``."""
+    settings = episode_settings(cfg)
     return hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 

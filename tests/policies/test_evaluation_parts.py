@@ -18,6 +18,7 @@ from im2flow2act.policies.evaluate import (
     EpisodeLog,
     EvalConfig,
     build_plan_source,
+    episode_settings,
     evaluate,
     plan_source_options,
 )
@@ -195,5 +196,10 @@ def test_an_interrupted_evaluation_resumes_and_never_mixes_two_evaluations(play_
     assert EpisodeLog(elsewhere, replace(cfg, action_samples=3)).take_from(log) == 0  # other settings
     assert EpisodeLog(elsewhere, cfg).take_from(log) == 2
     assert EpisodeLog(elsewhere, cfg).take_from(log) == 0  # already there
+
+    # a plan source's own defaults count (a changed default changes the episodes), except at the values
+    # that reproduce the logs written before they existed: generated plans now complete rigid objects
+    assert episode_settings(replace(cfg, plan_source="generated"))["plan.complete_rigid"] is True
+    assert not any(k.startswith("plan.") for k in episode_settings(cfg))
     assert evaluate(cfg, elsewhere, progress=False)["tasks"] == full["tasks"]
     assert len((elsewhere / log.name).read_text().splitlines()) == 2  # adopted, not run again
