@@ -162,8 +162,9 @@ def card(kind: str, name: str, run: Path, facts: dict, config: dict) -> str:
         *evaluation_table(run),
         "",
         "Generated flow: im2flow samples 4 flows from the rendered first image and the instruction, the "
-        "medoid is followed. Tracked flow: the flow LK extracts from the held-out demonstration's video. "
-        "`rigid-lk` tracks the object online from the robot camera's RGB-D images; `oracle` reads the "
+        "medoid is followed, every point on a rigid object moved with the motion fitted to its moving "
+        "points (`complete_rigid`). Tracked flow: the flow LK extracts from the held-out demonstration's "
+        "video. `rigid-lk` tracks the object online from the robot camera's RGB-D images; `oracle` reads the "
         "simulator (an upper bound). Reference: Im2Flow2Act (Xu et al., 2024), its own simulated tasks.",
         "",
     ]
