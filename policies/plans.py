@@ -314,14 +314,14 @@ class GeneratedPlanConfig:
     """Where the generator's ±1 visibility channel is cut (``im2flow.flow_image.decode``)."""
     complete_rigid: bool = True
     """Keep every point on the object (``plan_on_object``), each moved by the 2-D affine motion fitted to
-    the points the generated flow moves: the object as one rigid part. The generator moves only part of a
-    drawer's textureless front (what LK could track in its training videos), and the policy, anchored on
-    the plan's points, then grasps below the handle (docs/results/policies.md). Skipped where the object's
+    the points the generated flow moves: the object as one rigid part. The generator moves only a patch of
+    a drawer's textureless front, and the policy, anchored on the plan's points, then grasps below the
+    handle (docs/results/policies.md). Skipped where the object's
     first-frame points, lifted with the robot camera's depth, lie flat on the table (a cloth, which does
     not move as one part: ``rigid_tracking.lies_flat``)."""
     smoothing: str = "none"
     """Take the generator's point-to-point noise out of the plan (``smooth_plan``): none, affine (one rigid
-    part), neighbours (local)."""
+    part), neighbours (local). A completed plan (``complete_rigid``) is already one affine motion."""
 
     def __post_init__(self) -> None:
         if self.smoothing not in PLAN_SMOOTHING:
