@@ -152,34 +152,30 @@ _NOT_IN_KEY = ("tasks", "episodes", "videos", "policy", "generator", "demos", "w
 episode does (a row names its demonstration; the models count by their weights' content)."""
 
 
-_ADDED_LATER = {"moving_fraction": 0.0}
-"""Settings added after episode logs were first written, with the value that reproduces the older
-behaviour: left out of the key at that value, so the older logs stay valid."""
-
-
-_PLAN_ADDED_LATER = {
+_ADDED_LATER = {
+    "moving_fraction": 0.0,
     "dense_grid": 0,
     "smoothing": "none",
     "visibility_threshold": 0.0,
     "complete_rigid": False,
 }
-"""Plan-source options added after episode logs were first written, with the value that reproduces the
-older behaviour. The key reads them from the plan source's resolved config, defaults included (a changed
-default changes what an episode does), and leaves them out at that value, so older logs stay valid."""
+"""Settings added after episode logs were first written, with the value that reproduces the older
+behaviour: left out of the key at that value, so the older logs stay valid. Those that are options of the
+plan source alone are read from its resolved config, defaults included (a changed default changes what an
+episode does)."""
 
 
 def episode_settings(cfg: EvalConfig) -> dict[str, Any]:
     """Every setting that changes an episode, and the content of the model weights (a retrained policy at
     the same path is another one; the same one copied elsewhere is not)."""
+    settings = to_dict(cfg)
+    plan = to_dict(PLAN_SOURCES.entry(cfg.plan_source).config_cls(**plan_source_options(cfg)))
+    settings |= {f"plan.{k}": plan[k] for k in _ADDED_LATER if k in plan and k not in settings}
     settings = {
         k: v
-        for k, v in to_dict(cfg).items()
-        if k not in _NOT_IN_KEY and not (k in _ADDED_LATER and v == _ADDED_LATER[k])
+        for k, v in settings.items()
+        if k not in _NOT_IN_KEY and _ADDED_LATER.get(k.removeprefix("plan."), object()) != v
     }
-    plan = to_dict(PLAN_SOURCES.entry(cfg.plan_source).config_cls(**plan_source_options(cfg)))
-    for name, older in _PLAN_ADDED_LATER.items():
-        if name in plan and plan[name] != older:
-            settings[f"plan.{name}"] = plan[name]
     models = {"policy": cfg.policy} | ({"generator": cfg.generator} if cfg.plan_source == "generated" else {})
     for name, source in models.items():
         weights = Path(source) / "model.safetensors"
@@ -193,12 +189,17 @@ def episode_key(cfg: EvalConfig) -> str:
     return hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
+def episode_log_path(out_dir: Path, cfg: EvalConfig) -> Path:
+    """Where an evaluation keeps its episode log in ``out_dir``: one file per plan source and tracker."""
+    return Path(out_dir) / f"episodes_{cfg.plan_source}_{cfg.tracker}.jsonl"
+
+
 class EpisodeLog:
     """``episodes_<plan source>_<tracker>.jsonl``: one row per finished episode, so an interrupted
     evaluation resumes where it stopped. Rows of a different evaluation are never mixed in or overwritten."""
 
     def __init__(self, out_dir: Path, cfg: EvalConfig) -> None:
-        self.path = out_dir / f"episodes_{cfg.plan_source}_{cfg.tracker}.jsonl"
+        self.path = episode_log_path(out_dir, cfg)
         self.key = episode_key(cfg)
         self.done: dict[tuple[str, str], EpisodeResult] = {}
         if not self.path.is_file():

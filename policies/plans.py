@@ -342,10 +342,9 @@ class GeneratedPlan(PlanSource):
         scene = env.render()
         seed = int(view.attrs["seed"])
         box = view.attrs["bbox"]
-        keep = None
-        if c.plan_on_object:
-            grid = c.dense_grid or self.generator.config.flow.grid_size
-            keep = on_object_mask(view, grid_in_box(box, grid))
+        queries = grid_in_box(box, c.dense_grid or self.generator.config.flow.grid_size)
+        keep = on_object_mask(view, queries) if c.plan_on_object else np.ones(len(queries), bool)
+        complete = c.complete_rigid and not self._lies_flat(env, queries[keep, 1:3])
         tracks, vis = plan_from_generator(
             self.generator,
             scene,
@@ -359,12 +358,12 @@ class GeneratedPlan(PlanSource):
             c.dense_grid or None,
             c.smoothing,
             c.visibility_threshold,
-            c.complete_rigid and not self._lies_flat(env, box, keep),
+            complete,
         )
         return Plan(tracks, vis, scene)
 
-    def _lies_flat(self, env: SimEnv, box, keep: np.ndarray | None) -> bool:
-        """Whether the plan's object (its on-object grid points, lifted with the camera's depth) lies flat."""
-        queries = grid_in_box(box, self.config.dense_grid or self.generator.config.flow.grid_size)
-        xy = queries[:, 1:3] if keep is None else queries[keep, 1:3]
+    @staticmethod
+    def _lies_flat(env: SimEnv, xy: np.ndarray) -> bool:
+        """Whether the plan's object (its first-frame points ``xy``, lifted with the camera's depth) lies
+        flat on the table."""
         return lies_flat(env.camera().lift(xy, env.renderer.depth(env.data)))

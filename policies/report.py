@@ -15,6 +15,8 @@ import cv2
 import numpy as np
 from PIL import Image
 
+from im2flow2act.policies.evaluate import episode_log_path
+
 
 def curve_png(csv_path: Path, key: str, out: Path, title: str) -> Path | None:
     """A small line plot of ``key`` against ``step`` from a metrics.csv (log scale when it spans decades)."""
@@ -121,7 +123,7 @@ def models_used(c) -> list[str]:
 def rollout_videos(pipeline, cfg, tasks: list[str]) -> list[Path]:
     """Per task, one rollout video of the evaluation ``cfg``: its first success if any, else its first."""
     folder = pipeline.folder("evaluate") / cfg.plan_source
-    log = folder / f"episodes_{cfg.plan_source}_{cfg.tracker}.jsonl"
+    log = episode_log_path(folder, cfg)
     lines = log.read_text().splitlines() if log.is_file() else []
     rows = [json.loads(line) for line in lines if line.strip()]
     chosen = []

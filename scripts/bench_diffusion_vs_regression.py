@@ -166,7 +166,7 @@ def closed_loop(pipeline: Pipeline, work: Path, column: str, workers: int, regre
     """Both policies on every task's held-out demonstrations, on one of the pipeline's evaluation columns
     (``plan/tracker``, e.g. ``tracked/oracle``: the demonstration's flow; ``generated/rigid-lk``: the
     system's); the diffusion policy's episodes the pipeline already ran are adopted, not run again."""
-    from im2flow2act.policies.evaluate import EpisodeLog, evaluate
+    from im2flow2act.policies.evaluate import EpisodeLog, episode_log_path, evaluate
     from im2flow2act.policies.metrics import summary_markdown
 
     base = pipeline.evaluation_configs()[column]
@@ -174,8 +174,7 @@ def closed_loop(pipeline: Pipeline, work: Path, column: str, workers: int, regre
         "diffusion": replace(base, videos=False, workers=workers),
         "regression": replace(base, policy=str(regression), videos=False, workers=workers),
     }
-    plan, tracker = column.split("/")
-    done = pipeline.folder("evaluate") / plan / f"episodes_{plan}_{tracker}.jsonl"
+    done = episode_log_path(pipeline.folder("evaluate") / base.plan_source, base)
     summaries = {}
     for objective, config in configs.items():
         out = work / "policy_eval" / column.replace("/", "_") / objective

@@ -5,9 +5,9 @@
 
 For each held-out demonstration named: the scene rendered at its layout, the simulator's tracks of its
 moving points (green: the plan the policy follows best) and the plan the run's generator makes from the
-scene and the instruction (red), as the evaluation's ``generated`` plan source makes it (medoid of
-``--flows`` samples, points on the object, moving ones). Dots are where the points start, lines where
-they go, crosses the mean start (the policy's object frame is anchored there).
+scene and the instruction (red), as the evaluation's ``generated`` plan source makes it before rigid
+completion (medoid of ``--flows`` samples, points on the object, moving ones). Dots are where the points
+start, lines where they go, crosses the mean start (the policy's object frame is anchored there).
 """
 
 from __future__ import annotations
@@ -46,7 +46,12 @@ def main() -> None:
     os.environ.setdefault("MUJOCO_GL", "egl")
 
     from im2flow2act.im2flow.generator import load_generator
-    from im2flow2act.policies.plans import moving_points, on_object_mask, plan_from_generator
+    from im2flow2act.policies.plans import (
+        GeneratedPlanConfig,
+        moving_points,
+        on_object_mask,
+        plan_from_generator,
+    )
     from im2flow2act.policies.sim.env import SimEnv
     from im2flow2act.policies.sim.scene import SceneConfig
     from im2flow2act.preprocessing.dataset import FlowDataset
@@ -67,7 +72,14 @@ def main() -> None:
             keep = on_object_mask(view, grid_in_box(box, generator.config.flow.grid_size))
             truth, _ = moving_points(view.tracks, view.visibility)
             generated, _ = plan_from_generator(
-                generator, scene, view.task, box, args.flows, 10.0, int(view.attrs["seed"]), keep
+                generator,
+                scene,
+                view.task,
+                box,
+                args.flows,
+                GeneratedPlanConfig.moving_threshold_px,
+                int(view.attrs["seed"]),
+                keep,
             )
             h, w = scene.shape[:2]
             tile = cv2.resize(
